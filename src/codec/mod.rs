@@ -1,0 +1,4 @@
+//! The codec engine: no GStreamer types. Used by the elements, training and evaluation.
+
+pub mod bitstream;
+pub mod entropy;
