@@ -1,4 +1,5 @@
 //! gvc: diffusion-based perceptual video compression for GStreamer.
-#![allow(clippy::new_without_default)]
 
+pub mod clips;
 pub mod codec;
+pub mod model;
