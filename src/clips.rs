@@ -48,33 +48,17 @@ pub fn load_clip(path: &Path, max_frames: Option<usize>, size: Option<(i32, i32)
         }
         None => "video/x-raw,format=RGB".to_string(),
     };
-    let desc = format!(
-        "filesrc name=src ! decodebin ! videoconvert ! videoscale ! {caps} ! appsink name=sink sync=false"
-    );
-    let pipeline = gst::parse::launch(&desc)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
-    pipeline
-        .by_name("src")
-        .unwrap()
-        .set_property("location", path.to_str().context("non-UTF-8 path")?);
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline
-        .set_state(gst::State::Playing)
-        .context("starting the decode pipeline")?;
+    let desc =
+        format!("filesrc name=src ! decodebin ! videoconvert ! videoscale ! {caps} ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow!("not a pipeline"))?;
+    pipeline.by_name("src").unwrap().set_property("location", path.to_str().context("non-UTF-8 path")?);
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).context("starting the decode pipeline")?;
     let result = pull_frames(&pipeline, &sink, max_frames);
     pipeline.set_state(gst::State::Null)?;
     let (frames, info) = result.with_context(|| format!("decoding {}", path.display()))?;
     let info = info.context("clip has no video frames")?;
-    Ok(Clip {
-        frames: Tensor::stack(&frames, 0),
-        fps_n: info.fps().numer(),
-        fps_d: info.fps().denom(),
-    })
+    Ok(Clip { frames: Tensor::stack(&frames, 0), fps_n: info.fps().numer(), fps_d: info.fps().denom() })
 }
 
 fn pull_frames(
@@ -110,12 +94,7 @@ fn pull_frames(
         for row in 0..h {
             packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
         }
-        frames.push(
-            Tensor::from_slice(&packed)
-                .view([h as i64, w as i64, 3])
-                .permute([2, 0, 1])
-                .contiguous(),
-        );
+        frames.push(Tensor::from_slice(&packed).view([h as i64, w as i64, 3]).permute([2, 0, 1]).contiguous());
         info = Some(vinfo);
     }
     Ok((frames, info))
@@ -125,10 +104,7 @@ fn pull_frames(
 pub fn cache_dir() -> std::path::PathBuf {
     match std::env::var_os("GVC_CACHE") {
         Some(dir) => dir.into(),
-        None => {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/gvc")
-        }
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/gvc"),
     }
 }
 

@@ -1,5 +1,33 @@
 //! gvc: diffusion-based perceptual video compression for GStreamer.
+//!
+//! Layers, top to bottom: the elements (`gvcenc`, `gvcdec`, `gvcparse`, the typefinder),
+//! the GStreamer-free codec engine (`codec`), the networks (`model`) and the diffusion
+//! sampler (`diffusion`). Training and evaluation tools reuse the engine.
+
+use gst::glib;
 
 pub mod clips;
 pub mod codec;
+pub mod diffusion;
+mod gvcparse;
 pub mod model;
+pub mod training;
+pub mod typefind;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gvcparse::register(plugin)?;
+    typefind::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    gvc,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -51,11 +51,7 @@ pub fn crc16(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= (b as u16) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
         }
     }
     crc
@@ -88,10 +84,7 @@ fn read_varint(r: &mut impl Read) -> Result<u32> {
 
 /// Appends one unit (sync, type, size, payload, CRC) to `out`.
 pub fn write_unit(out: &mut Vec<u8>, unit_type: UnitType, payload: &[u8]) {
-    assert!(
-        payload.len() <= MAX_UNIT_PAYLOAD,
-        "unit payload over the format's bound"
-    );
+    assert!(payload.len() <= MAX_UNIT_PAYLOAD, "unit payload over the format's bound");
     out.extend_from_slice(&SYNC);
     let crc_start = out.len();
     out.push(unit_type.code());
@@ -157,19 +150,12 @@ pub fn parse_unit(data: &[u8]) -> UnitParse<'_> {
     if crc16(&data[2..total - 2]) != crc {
         return UnitParse::Invalid("CRC mismatch");
     }
-    UnitParse::Complete(Unit {
-        unit_type,
-        payload: &data[pos..total - 2],
-        size: total,
-    })
+    UnitParse::Complete(Unit { unit_type, payload: &data[pos..total - 2], size: total })
 }
 
 /// Offset of the next position at or after `from` that starts with the sync code.
 pub fn find_sync(data: &[u8], from: usize) -> Option<usize> {
-    data.get(from..)?
-        .windows(2)
-        .position(|w| w == SYNC)
-        .map(|p| p + from)
+    data.get(from..)?.windows(2).position(|w| w == SYNC).map(|p| p + from)
 }
 
 /// Splits a buffer holding whole units into them; any damage is an error.
@@ -210,10 +196,7 @@ pub struct SequenceHeader {
 
 impl SequenceHeader {
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.display_width >= 1 && self.display_height >= 1,
-            "empty picture"
-        );
+        ensure!(self.display_width >= 1 && self.display_height >= 1, "empty picture");
         ensure!(
             self.coded_width <= MAX_DIMENSION && self.coded_height <= MAX_DIMENSION,
             "coded size {}x{} over the bound {MAX_DIMENSION}",
@@ -236,10 +219,7 @@ impl SequenceHeader {
             self.independent_steps,
             self.diffusion_steps
         );
-        ensure!(
-            self.diffusion_steps == 0 || self.independent_steps >= 1,
-            "no independent diffusion step"
-        );
+        ensure!(self.diffusion_steps == 0 || self.independent_steps >= 1, "no independent diffusion step");
         ensure!(self.num_rate_points >= 1, "no rate points");
         Ok(())
     }
@@ -249,12 +229,7 @@ impl SequenceHeader {
         p.extend_from_slice(&SEQUENCE_MAGIC);
         p.push(FORMAT_VERSION);
         p.write_u64::<BigEndian>(self.model_id).unwrap();
-        for v in [
-            self.coded_width,
-            self.coded_height,
-            self.display_width,
-            self.display_height,
-        ] {
+        for v in [self.coded_width, self.coded_height, self.display_width, self.display_height] {
             p.write_u16::<BigEndian>(v).unwrap();
         }
         p.write_u32::<BigEndian>(self.fps_n).unwrap();
@@ -267,10 +242,7 @@ impl SequenceHeader {
     }
 
     pub fn from_payload(payload: &[u8]) -> Result<Self> {
-        ensure!(
-            payload.len() >= 5 && payload[..4] == SEQUENCE_MAGIC,
-            "not a gvc sequence header"
-        );
+        ensure!(payload.len() >= 5 && payload[..4] == SEQUENCE_MAGIC, "not a gvc sequence header");
         ensure!(
             payload[4] == FORMAT_VERSION,
             "unsupported gvc format version {} (this build reads version {FORMAT_VERSION})",
@@ -356,10 +328,7 @@ impl FramePacket {
         let qp_index = r.read_u8().context("truncated frame header")?;
         let noise_seed = read_varint(&mut r).context("noise seed")?;
         let count = r.read_u8().context("truncated frame header")? as usize;
-        ensure!(
-            count <= MAX_SUBSTREAMS,
-            "{count} sub-streams (at most {MAX_SUBSTREAMS})"
-        );
+        ensure!(count <= MAX_SUBSTREAMS, "{count} sub-streams (at most {MAX_SUBSTREAMS})");
         let mut sizes = Vec::with_capacity(count);
         for _ in 0..count {
             sizes.push(read_varint(&mut r).context("sub-stream size")? as usize);
@@ -376,13 +345,7 @@ impl FramePacket {
             substreams.push(rest[..size].to_vec());
             rest = &rest[size..];
         }
-        Ok(Self {
-            frame_type,
-            frame_number,
-            qp_index,
-            noise_seed,
-            substreams,
-        })
+        Ok(Self { frame_type, frame_number, qp_index, noise_seed, substreams })
     }
 
     pub fn to_unit(&self) -> Vec<u8> {
@@ -407,32 +370,22 @@ pub fn parse_access_unit(data: &[u8]) -> Result<AccessUnit> {
     for unit in units {
         match unit.unit_type {
             UnitType::SequenceHeader => {
-                ensure!(
-                    frame.is_none(),
-                    "sequence header after the frame in one access unit"
-                );
+                ensure!(frame.is_none(), "sequence header after the frame in one access unit");
                 sequence_header = Some(SequenceHeader::from_payload(unit.payload)?);
             }
             UnitType::IntraFrame | UnitType::InterFrame => {
                 ensure!(frame.is_none(), "more than one frame in one access unit");
-                let ft = if unit.unit_type == UnitType::IntraFrame {
-                    FrameType::Intra
-                } else {
-                    FrameType::Inter
-                };
+                let ft = if unit.unit_type == UnitType::IntraFrame { FrameType::Intra } else { FrameType::Inter };
                 frame = Some(FramePacket::from_payload(ft, unit.payload)?);
             }
         }
     }
     let frame = frame.context("access unit holds no frame")?;
-    Ok(AccessUnit {
-        sequence_header,
-        frame,
-    })
+    Ok(AccessUnit { sequence_header, frame })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
 
     pub(crate) fn header() -> SequenceHeader {
@@ -450,14 +403,18 @@ mod tests {
             num_rate_points: 4,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::header;
+    use super::*;
 
     #[test]
     fn sequence_header_round_trip() {
         let h = header();
         let unit = h.to_unit();
-        let UnitParse::Complete(u) = parse_unit(&unit) else {
-            panic!()
-        };
+        let UnitParse::Complete(u) = parse_unit(&unit) else { panic!() };
         assert_eq!(u.size, unit.len());
         assert_eq!(SequenceHeader::from_payload(u.payload).unwrap(), h);
     }
@@ -489,10 +446,7 @@ mod tests {
         };
         let unit = f.to_unit();
         for cut in 0..unit.len() {
-            assert!(
-                matches!(parse_unit(&unit[..cut]), UnitParse::NeedMore(n) if n > cut),
-                "cut {cut}"
-            );
+            assert!(matches!(parse_unit(&unit[..cut]), UnitParse::NeedMore(n) if n > cut), "cut {cut}");
         }
         for byte in 0..unit.len() {
             for bit in 0..8 {
@@ -518,10 +472,7 @@ mod tests {
         assert!(SequenceHeader::from_payload(&header().to_payload()[..20]).is_err());
         // A size field over the bound is refused before anything is allocated.
         let huge = [b'G', b'V', b'I', 0xFF, 0xFF, 0xFF, 0x7F];
-        assert_eq!(
-            parse_unit(&huge),
-            UnitParse::Invalid("unit size over the bound")
-        );
+        assert_eq!(parse_unit(&huge), UnitParse::Invalid("unit size over the bound"));
     }
 
     #[test]

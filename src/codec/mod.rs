@@ -2,3 +2,7 @@
 
 pub mod bitstream;
 pub mod entropy;
+pub mod session;
+
+#[cfg(test)]
+pub(crate) mod tests;

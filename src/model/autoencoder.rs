@@ -29,12 +29,8 @@ pub struct LatentEncoder {
 impl LatentEncoder {
     pub fn new(p: nn::Path, cfg: &AutoencoderConfig) -> Self {
         let c = cfg.channels;
-        let down = (0..3)
-            .map(|i| conv(&p / "down" / i, c[i], c[i + 1], 3, 2))
-            .collect();
-        let res = (0..3)
-            .map(|i| ResBlock::new(&p / "res" / i, if i == 0 { c[2] } else { c[3] }))
-            .collect();
+        let down = (0..3).map(|i| conv(&p / "down" / i, c[i], c[i + 1], 3, 2)).collect();
+        let res = (0..2).map(|i| ResBlock::new(&p / "res" / i, c[3])).collect();
         Self {
             conv_in: conv(&p / "conv_in", 3, c[0], 3, 1),
             down,
@@ -48,10 +44,9 @@ impl LatentEncoder {
         let mut h = self.conv_in.forward(&(x * 2.0 - 1.0)).leaky_relu();
         h = self.down[0].forward(&h).leaky_relu();
         h = self.down[1].forward(&h).leaky_relu();
-        h = self.res[0].forward(&h);
         h = self.down[2].forward(&h);
+        h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
-        h = self.res[2].forward(&h);
         self.conv_out.forward(&h)
     }
 }
@@ -67,12 +62,8 @@ pub struct LatentDecoder {
 impl LatentDecoder {
     pub fn new(p: nn::Path, cfg: &AutoencoderConfig) -> Self {
         let c = cfg.channels;
-        let up = (0..3)
-            .map(|i| SubpelConv::new(&p / "up" / i, c[3 - i], c[2 - i]))
-            .collect();
-        let res = (0..3)
-            .map(|i| ResBlock::new(&p / "res" / i, if i < 2 { c[3] } else { c[2] }))
-            .collect();
+        let up = (0..3).map(|i| SubpelConv::new(&p / "up" / i, c[3 - i], c[2 - i])).collect();
+        let res = (0..2).map(|i| ResBlock::new(&p / "res" / i, c[3])).collect();
         Self {
             conv_in: conv(&p / "conv_in", cfg.latent_channels, c[3], 3, 1),
             res,
@@ -86,8 +77,7 @@ impl LatentDecoder {
         let mut h = self.conv_in.forward(y);
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
-        h = self.up[0].forward(&h);
-        h = self.res[2].forward(&h);
+        h = self.up[0].forward(&h).leaky_relu();
         h = self.up[1].forward(&h).leaky_relu();
         h = self.up[2].forward(&h).leaky_relu();
         self.conv_out.forward(&h) * 0.5 + 0.5
@@ -102,9 +92,6 @@ pub struct LatentAutoencoder {
 
 impl LatentAutoencoder {
     pub fn new(p: nn::Path, cfg: &AutoencoderConfig) -> Self {
-        Self {
-            encoder: LatentEncoder::new(&p / "encoder", cfg),
-            decoder: LatentDecoder::new(&p / "decoder", cfg),
-        }
+        Self { encoder: LatentEncoder::new(&p / "encoder", cfg), decoder: LatentDecoder::new(&p / "decoder", cfg) }
     }
 }

@@ -4,21 +4,13 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig {
-        stride,
-        padding: k / 2,
-        ..Default::default()
-    };
+    let cfg = nn::ConvConfig { stride, padding: k / 2, ..Default::default() };
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
 /// Conv whose weights start at zero, so a new branch starts as a no-op (ControlNet).
 pub fn zero_conv(p: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig {
-        ws_init: nn::Init::Const(0.0),
-        bs_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
+    let cfg = nn::ConvConfig { ws_init: nn::Init::Const(0.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
     nn::conv2d(p, cin, cout, 1, cfg)
 }
 
@@ -30,9 +22,7 @@ pub struct SubpelConv {
 
 impl SubpelConv {
     pub fn new(p: nn::Path, cin: i64, cout: i64) -> Self {
-        Self {
-            conv: conv(p / "conv", cin, cout * 4, 3, 1),
-        }
+        Self { conv: conv(p / "conv", cin, cout * 4, 3, 1) }
     }
 }
 
@@ -51,10 +41,7 @@ pub struct ResBlock {
 
 impl ResBlock {
     pub fn new(p: nn::Path, ch: i64) -> Self {
-        Self {
-            conv1: conv(&p / "conv1", ch, ch, 3, 1),
-            conv2: conv(&p / "conv2", ch, ch, 3, 1),
-        }
+        Self { conv1: conv(&p / "conv1", ch, ch, 3, 1), conv2: conv(&p / "conv2", ch, ch, 3, 1) }
     }
 }
 
@@ -70,12 +57,8 @@ impl Module for ResBlock {
 pub fn flow_warp(x: &Tensor, flow: &Tensor) -> Tensor {
     let (n, _, h, w) = x.size4().expect("4-D input");
     let opts = (x.kind(), x.device());
-    let gx = Tensor::arange(w, opts)
-        .view([1, 1, w])
-        .expand([n, h, w], true);
-    let gy = Tensor::arange(h, opts)
-        .view([1, h, 1])
-        .expand([n, h, w], true);
+    let gx = Tensor::arange(w, opts).view([1, 1, w]).expand([n, h, w], true);
+    let gy = Tensor::arange(h, opts).view([1, h, 1]).expand([n, h, w], true);
     let vx = (gx + flow.select(1, 0)) * (2.0 / ((w - 1).max(1)) as f64) - 1.0;
     let vy = (gy + flow.select(1, 1)) * (2.0 / ((h - 1).max(1)) as f64) - 1.0;
     let grid = Tensor::stack(&[vx, vy], 3);

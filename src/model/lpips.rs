@@ -53,11 +53,7 @@ impl FeatureNet {
         let layers = spec
             .iter()
             .map(|&(idx, ci, co, k, s, pad, pool, tap)| {
-                let cfg = nn::ConvConfig {
-                    stride: s,
-                    padding: pad,
-                    ..Default::default()
-                };
+                let cfg = nn::ConvConfig { stride: s, padding: pad, ..Default::default() };
                 (nn::conv2d(&p / "features" / idx, ci, co, k, cfg), pool, tap)
             })
             .collect();
@@ -106,26 +102,13 @@ impl Lpips {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                (&p / format!("lin{i}") / "model" / 1).var(
-                    "weight",
-                    &[1, c, 1, 1],
-                    nn::Init::Const(1.0 / c as f64),
-                )
+                (&p / format!("lin{i}") / "model" / 1).var("weight", &[1, c, 1, 1], nn::Init::Const(1.0 / c as f64))
             })
             .collect();
         let dev = p.device();
-        let shift = Tensor::from_slice(&[-0.030f32, -0.088, -0.188])
-            .view([1, 3, 1, 1])
-            .to_device(dev);
-        let scale = Tensor::from_slice(&[0.458f32, 0.448, 0.450])
-            .view([1, 3, 1, 1])
-            .to_device(dev);
-        Self {
-            net,
-            lins,
-            shift,
-            scale,
-        }
+        let shift = Tensor::from_slice(&[-0.030f32, -0.088, -0.188]).view([1, 3, 1, 1]).to_device(dev);
+        let scale = Tensor::from_slice(&[0.458f32, 0.448, 0.450]).view([1, 3, 1, 1]).to_device(dev);
+        Self { net, lins, shift, scale }
     }
 
     /// Per-image distance (N) between RGB batches in [0,1], using the first `layers` taps
@@ -136,17 +119,8 @@ impl Lpips {
         let fb = self.net.taps(&prep(b), layers);
         let mut total: Option<Tensor> = None;
         for ((x, y), lin) in fa.iter().zip(&fb).zip(&self.lins) {
-            let norm = |t: &Tensor| {
-                t / (t
-                    .square()
-                    .sum_dim_intlist(1, true, None::<tch::Kind>)
-                    .sqrt()
-                    + 1e-10)
-            };
-            let d =
-                (norm(x) - norm(y))
-                    .square()
-                    .conv2d(lin, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+            let norm = |t: &Tensor| t / (t.square().sum_dim_intlist(1, true, None::<tch::Kind>).sqrt() + 1e-10);
+            let d = (norm(x) - norm(y)).square().conv2d(lin, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
             let d = d.mean_dim([1i64, 2, 3].as_slice(), false, None::<tch::Kind>);
             total = Some(match total {
                 Some(t) => t + d,

@@ -2,6 +2,10 @@
 //! one exists (BasicVSR SpyNet, torchvision/LPIPS trunks, DCVC-DC codec modules).
 
 pub mod autoencoder;
+pub mod codec;
+pub mod denoiser;
+pub mod entropy_model;
+pub mod gvc;
 pub mod layers;
 pub mod lpips;
 pub mod spynet;
@@ -12,6 +16,8 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
 pub use autoencoder::{AutoencoderConfig, LatentAutoencoder};
+pub use codec::CodecConfig;
+pub use denoiser::DenoiserConfig;
 
 /// Architecture hyper-parameters, stored as `config.json` next to the weights so a bigger
 /// model is a new folder, not a code change.
@@ -19,22 +25,20 @@ pub use autoencoder::{AutoencoderConfig, LatentAutoencoder};
 pub struct ModelConfig {
     pub name: String,
     pub autoencoder: AutoencoderConfig,
+    pub codec: CodecConfig,
+    pub denoiser: DenoiserConfig,
 }
 
 impl ModelConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(self)? + "\n")?;
         Ok(())
     }
 }
@@ -42,22 +46,15 @@ impl ModelConfig {
 /// FNV-1a 64 of the weights file: the model id written into every sequence header.
 pub fn model_id_of_file(path: &Path) -> Result<u64> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-    }))
+    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)))
 }
 
 /// Loads a third-party network converted at setup (e.g. `spynet.safetensors`).
-pub fn load_pretrained<T>(
-    file: &str,
-    device: Device,
-    build: impl FnOnce(nn::Path) -> T,
-) -> Result<(nn::VarStore, T)> {
+pub fn load_pretrained<T>(file: &str, device: Device, build: impl FnOnce(nn::Path) -> T) -> Result<(nn::VarStore, T)> {
     let path: PathBuf = crate::clips::weights_dir().join(file);
     let mut vs = nn::VarStore::new(device);
     let net = build(vs.root());
-    vs.load(&path)
-        .with_context(|| format!("loading {} (run scripts/setup.sh)", path.display()))?;
+    vs.load(&path).with_context(|| format!("loading {} (run scripts/setup.sh)", path.display()))?;
     vs.freeze();
     Ok((vs, net))
 }

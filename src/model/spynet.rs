@@ -20,16 +20,7 @@ impl BasicModule {
             .iter()
             .enumerate()
             .map(|(i, &(ci, co))| {
-                nn::conv2d(
-                    &p / (2 * i),
-                    ci,
-                    co,
-                    7,
-                    nn::ConvConfig {
-                        padding: 3,
-                        ..Default::default()
-                    },
-                )
+                nn::conv2d(&p / (2 * i), ci, co, 7, nn::ConvConfig { padding: 3, ..Default::default() })
             })
             .collect();
         Self { convs }
@@ -58,16 +49,10 @@ pub struct SpyNet {
 
 impl SpyNet {
     pub fn new(p: nn::Path) -> Self {
-        let basic_module = (0..LEVELS)
-            .map(|i| BasicModule::new(&p / "basic_module" / i))
-            .collect();
+        let basic_module = (0..LEVELS).map(|i| BasicModule::new(&p / "basic_module" / i)).collect();
         let mean = p.var("mean", &[1, 3, 1, 1], nn::Init::Const(0.0));
         let std = p.var("std", &[1, 3, 1, 1], nn::Init::Const(1.0));
-        Self {
-            basic_module,
-            mean,
-            std,
-        }
+        Self { basic_module, mean, std }
     }
 
     /// Flow (N,2,H,W) such that `flow_warp(supp, flow)` ≈ `reference`. Inputs RGB in [0,1].
@@ -77,8 +62,7 @@ impl SpyNet {
         let (hu, wu) = (up(h), up(w));
         let flow = self.compute_flow(&resize(reference, hu, wu), &resize(supp, hu, wu));
         let flow = resize(&flow, h, w);
-        let sx = Tensor::from_slice(&[w as f32 / wu as f32, h as f32 / hu as f32])
-            .to_device(flow.device());
+        let sx = Tensor::from_slice(&[w as f32 / wu as f32, h as f32 / hu as f32]).to_device(flow.device());
         flow * sx.view([1, 2, 1, 1])
     }
 
@@ -101,10 +85,7 @@ impl SpyNet {
                 let (_, _, h, w) = refs[level].size4().unwrap();
                 flow.upsample_bilinear2d([h, w], true, None, None) * 2.0
             };
-            let input = Tensor::cat(
-                &[&refs[level], &flow_warp(&supps[level], &flow_up), &flow_up],
-                1,
-            );
+            let input = Tensor::cat(&[&refs[level], &flow_warp(&supps[level], &flow_up), &flow_up], 1);
             flow = &flow_up + self.basic_module[level].forward(&input);
         }
         flow

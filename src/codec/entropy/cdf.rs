@@ -23,27 +23,14 @@ impl CdfTable {
     /// Builds a table from the probabilities of `offset, offset + 1, …` followed by the
     /// escape probability (the mass outside the range). Probabilities need not sum to 1.
     pub fn from_pmf(pmf: &[f64], offset: i32) -> Result<Self> {
-        ensure!(
-            pmf.len() >= 2,
-            "a CDF table needs at least one value and the escape"
-        );
-        ensure!(
-            pmf.len() < TOTAL as usize / 2,
-            "CDF table too large: {} symbols",
-            pmf.len()
-        );
-        ensure!(
-            pmf.iter().all(|p| p.is_finite() && *p >= 0.0),
-            "invalid probabilities"
-        );
+        ensure!(pmf.len() >= 2, "a CDF table needs at least one value and the escape");
+        ensure!(pmf.len() < TOTAL as usize / 2, "CDF table too large: {} symbols", pmf.len());
+        ensure!(pmf.iter().all(|p| p.is_finite() && *p >= 0.0), "invalid probabilities");
         let sum: f64 = pmf.iter().sum();
         ensure!(sum > 0.0, "probabilities sum to zero");
         // Each symbol keeps at least 1; the rest of the total is shared in proportion.
         let spare = (TOTAL - pmf.len() as u32) as f64;
-        let mut freq: Vec<u32> = pmf
-            .iter()
-            .map(|p| 1 + (p / sum * spare).floor() as u32)
-            .collect();
+        let mut freq: Vec<u32> = pmf.iter().map(|p| 1 + (p / sum * spare).floor() as u32).collect();
         let mut assigned: u32 = freq.iter().sum();
         // Hand out the rounding remainder to the most probable symbols, deterministically.
         let mut order: Vec<usize> = (0..pmf.len()).collect();
@@ -59,14 +46,8 @@ impl CdfTable {
 
     /// A table from integer frequencies (as stored with a model's weights).
     pub fn from_frequencies(freq: &[u32], offset: i32) -> Result<Self> {
-        ensure!(
-            freq.len() >= 2,
-            "a CDF table needs at least one value and the escape"
-        );
-        ensure!(
-            freq.iter().all(|&f| f > 0),
-            "zero-frequency symbol in CDF table"
-        );
+        ensure!(freq.len() >= 2, "a CDF table needs at least one value and the escape");
+        ensure!(freq.iter().all(|&f| f > 0), "zero-frequency symbol in CDF table");
         let mut cdf = Vec::with_capacity(freq.len() + 1);
         let mut acc = 0u32;
         cdf.push(0);
@@ -96,10 +77,7 @@ impl CdfTable {
     }
 
     fn interval(&self, symbol: usize) -> Interval {
-        Interval {
-            start: self.cdf[symbol],
-            freq: self.cdf[symbol + 1] - self.cdf[symbol],
-        }
+        Interval { start: self.cdf[symbol], freq: self.cdf[symbol + 1] - self.cdf[symbol] }
     }
 
     /// Ideal code length of `value` in bits (for rate estimates and tests).
@@ -123,11 +101,7 @@ impl CdfTable {
         }
         enc.put(self.interval(escape));
         // Escaped values map to 0, 1, 2, … by distance outside the range, sign first.
-        let (below, dist) = if s < 0 {
-            (1, (-s - 1) as u64)
-        } else {
-            (0, s as u64 - escape as u64)
-        };
+        let (below, dist) = if s < 0 { (1, (-s - 1) as u64) } else { (0, s as u64 - escape as u64) };
         enc.put_bits(below, 1);
         put_exp_golomb(enc, dist);
     }
@@ -143,22 +117,14 @@ impl CdfTable {
         }
         let below = dec.get_bits(1) == 1;
         let dist = get_exp_golomb(dec)? as i64;
-        let value = if below {
-            self.offset as i64 - 1 - dist
-        } else {
-            self.offset as i64 + escape as i64 + dist
-        };
+        let value = if below { self.offset as i64 - 1 - dist } else { self.offset as i64 + escape as i64 + dist };
         i32::try_from(value).map_err(|_| anyhow::anyhow!("escaped value out of range"))
     }
 }
 
 fn escape_bits(value: i32, offset: i32, escape: usize) -> u32 {
     let s = value as i64 - offset as i64;
-    let dist = if s < 0 {
-        (-s - 1) as u64
-    } else {
-        s as u64 - escape as u64
-    };
+    let dist = if s < 0 { (-s - 1) as u64 } else { s as u64 - escape as u64 };
     1 + 2 * (64 - (dist + 1).leading_zeros()) - 1
 }
 

@@ -51,8 +51,7 @@ fn normal_cdf(x: f64) -> f64 {
                 + t * (0.09678418
                     + t * (-0.18628806
                         + t * (0.27886807
-                            + t * (-1.13520398
-                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+                            + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
     let erfc = t * det_exp(poly);
     let erfc = if z >= 0.0 { erfc } else { 2.0 - erfc };
     0.5 * erfc
@@ -94,9 +93,8 @@ impl GaussianConditional {
         while normal_cdf(-(m as f64 + 0.5) / s) > TAIL_MASS {
             m += 1;
         }
-        let mut pmf: Vec<f64> = (-m..=m)
-            .map(|v| normal_cdf((v as f64 + 0.5) / s) - normal_cdf((v as f64 - 0.5) / s))
-            .collect();
+        let mut pmf: Vec<f64> =
+            (-m..=m).map(|v| normal_cdf((v as f64 + 0.5) / s) - normal_cdf((v as f64 - 0.5) / s)).collect();
         pmf.push(2.0 * normal_cdf(-(m as f64 + 0.5) / s));
         CdfTable::from_pmf(&pmf, -m).expect("Gaussian table is well formed")
     }
@@ -113,10 +111,7 @@ impl GaussianConditional {
 
     /// Codes symbols (already mean-removed and rounded) with their scale indices.
     pub fn encode(&self, enc: &mut RansEncoder, symbols: &[i32], indices: &[u8]) -> Result<()> {
-        ensure!(
-            symbols.len() == indices.len(),
-            "symbols and scale indices differ in length"
-        );
+        ensure!(symbols.len() == indices.len(), "symbols and scale indices differ in length");
         for (&s, &i) in symbols.iter().zip(indices) {
             ensure!((i as usize) < NUM_SCALES, "scale index {i} out of range");
             self.tables[i as usize].encode(enc, s);
@@ -136,11 +131,7 @@ impl GaussianConditional {
 
     /// Ideal code length in bits.
     pub fn cost_bits(&self, symbols: &[i32], indices: &[u8]) -> f64 {
-        symbols
-            .iter()
-            .zip(indices)
-            .map(|(&s, &i)| self.tables[i as usize].cost_bits(s))
-            .sum()
+        symbols.iter().zip(indices).map(|(&s, &i)| self.tables[i as usize].cost_bits(s)).sum()
     }
 }
 
@@ -168,10 +159,7 @@ mod tests {
             let n = f.len() - 1; // without the escape
             assert_eq!(t.offset(), -((n as i32 - 1) / 2));
             for k in 0..n / 2 {
-                assert!(
-                    f[k].abs_diff(f[n - 1 - k]) <= 1,
-                    "table {i} asymmetric at {k}"
-                );
+                assert!(f[k].abs_diff(f[n - 1 - k]) <= 1, "table {i} asymmetric at {k}");
             }
         }
         assert_eq!(gc.index_for_scale(0.0), 0);

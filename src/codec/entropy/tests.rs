@@ -27,9 +27,7 @@ fn gaussian_round_trip_random_streams() {
     for seed in 0..40 {
         let mut rng = XorShift::new(seed);
         let n = (rng.next_u64() % 5000) as usize;
-        let indices: Vec<u8> = (0..n)
-            .map(|_| (rng.next_u64() % NUM_SCALES as u64) as u8)
-            .collect();
+        let indices: Vec<u8> = (0..n).map(|_| (rng.next_u64() % NUM_SCALES as u64) as u8).collect();
         let symbols: Vec<i32> = indices
             .iter()
             .map(|&i| {
@@ -47,10 +45,7 @@ fn gaussian_round_trip_random_streams() {
         let mut dec = RansDecoder::new(&bytes).unwrap();
         let decoded = gc.decode(&mut dec, &indices).unwrap();
         assert_eq!(decoded, symbols, "seed {seed}");
-        assert!(
-            dec.is_exhausted(),
-            "seed {seed}: decoder did not consume the stream exactly"
-        );
+        assert!(dec.is_exhausted(), "seed {seed}: decoder did not consume the stream exactly");
     }
 }
 
@@ -64,20 +59,11 @@ fn custom_tables_and_bypass_bits_round_trip() {
         let table = CdfTable::from_pmf(&pmf, offset).unwrap();
         assert!(table.frequencies().iter().all(|&f| f > 0));
         assert_eq!(table.frequencies().iter().sum::<u32>(), 1 << PRECISION);
-        let values: Vec<i32> = (0..1000)
-            .map(|_| offset - 5 + (rng.next_u64() % (n as u64 + 10)) as i32)
-            .collect();
+        let values: Vec<i32> = (0..1000).map(|_| offset - 5 + (rng.next_u64() % (n as u64 + 10)) as i32).collect();
         let bits: Vec<(u32, u32)> = (0..1000)
             .map(|_| {
                 let nb = (rng.next_u64() % 17) as u32;
-                (
-                    if nb == 0 {
-                        0
-                    } else {
-                        (rng.next_u64() as u32) & ((1 << nb) - 1)
-                    },
-                    nb,
-                )
+                (if nb == 0 { 0 } else { (rng.next_u64() as u32) & ((1 << nb) - 1) }, nb)
             })
             .collect();
         let mut enc = RansEncoder::new();
@@ -101,31 +87,21 @@ fn coded_size_is_within_one_percent_of_ideal() {
     let mut rng = XorShift::new(99);
     let n = 200_000;
     let indices: Vec<u8> = (0..n).map(|_| (8 + rng.next_u64() % 40) as u8).collect();
-    let symbols: Vec<i32> = indices
-        .iter()
-        .map(|&i| (rng.gaussian() * scale_of_index(i as usize)).round() as i32)
-        .collect();
+    let symbols: Vec<i32> =
+        indices.iter().map(|&i| (rng.gaussian() * scale_of_index(i as usize)).round() as i32).collect();
     let ideal = gc.cost_bits(&symbols, &indices);
     let mut enc = RansEncoder::new();
     gc.encode(&mut enc, &symbols, &indices).unwrap();
     let actual = enc.finish().len() as f64 * 8.0;
-    assert!(
-        actual <= ideal * 1.01 + 64.0,
-        "coded {actual} bits, ideal {ideal}"
-    );
-    assert!(
-        actual >= ideal * 0.99,
-        "coded {actual} bits below the ideal {ideal}: cost model wrong"
-    );
+    assert!(actual <= ideal * 1.01 + 64.0, "coded {actual} bits, ideal {ideal}");
+    assert!(actual >= ideal * 0.99, "coded {actual} bits below the ideal {ideal}: cost model wrong");
 }
 
 #[test]
 fn damaged_streams_never_panic() {
     let gc = GaussianConditional::new();
     let mut rng = XorShift::new(3);
-    let indices: Vec<u8> = (0..2000)
-        .map(|_| (rng.next_u64() % NUM_SCALES as u64) as u8)
-        .collect();
+    let indices: Vec<u8> = (0..2000).map(|_| (rng.next_u64() % NUM_SCALES as u64) as u8).collect();
     for _ in 0..200 {
         let len = (rng.next_u64() % 64) as usize;
         let garbage: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();

@@ -1,0 +1,450 @@
+//! Encoder and decoder sessions: frames (tensors) in, packets out, and back.
+//!
+//! The reference for the next frame is the codec's own reconstruction (ŷ, its code, and
+//! D(ŷ) for motion estimation at the encoder), never the diffusion output: the encoder
+//! then needs no diffusion to stay in sync, and the generative decoder cannot drift. The
+//! diffusion output is what the decoder displays.
+
+use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
+use super::entropy::{GaussianConditional, RansDecoder, RansEncoder};
+use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
+use crate::model::codec::TemporalContext;
+use crate::model::entropy_model::Hyperprior;
+use crate::model::gvc::GvcModel;
+use crate::model::spynet::SpyNet;
+use anyhow::{bail, ensure, Context, Result};
+use std::sync::Arc;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Coded sizes are padded to this multiple (the code grid is 1/16 of the frame).
+pub const SIZE_MULTIPLE: i64 = 16;
+
+/// A P-frame arrived without a decodable reference (stream start, after a seek or damage).
+#[derive(Debug)]
+pub struct MissingReference;
+
+impl std::fmt::Display for MissingReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P-frame without a reference frame (waiting for the next I-frame)")
+    }
+}
+
+impl std::error::Error for MissingReference {}
+
+/// What the next frame is predicted from.
+struct Reference {
+    latent: Tensor,
+    code: Tensor,
+    /// D(ŷ), only kept by the encoder (motion estimation input).
+    picture: Option<Tensor>,
+}
+
+/// Table indices for predicted scales: the only float → integer step of the entropy path.
+fn scale_indices(gc: &GaussianConditional, scale: &Tensor) -> Vec<u8> {
+    let s: Vec<f32> = Vec::try_from(scale.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
+    s.iter().map(|&v| gc.index_for_scale(v)).collect()
+}
+
+fn per_channel_indices(channel_indices: &[u8], shape: &[i64]) -> Vec<u8> {
+    let plane = (shape[2] * shape[3]) as usize;
+    (0..shape[0] as usize)
+        .flat_map(|_| channel_indices.iter().flat_map(move |&i| std::iter::repeat_n(i, plane)))
+        .collect()
+}
+
+/// Quantizes `x` around `mean`, codes it, returns the reconstruction `round(x − μ) + μ`.
+fn encode_tensor(
+    gc: &GaussianConditional,
+    enc: &mut RansEncoder,
+    x: &Tensor,
+    mean: &Tensor,
+    indices: &[u8],
+) -> Result<Tensor> {
+    let q = (x - mean).round();
+    let symbols: Vec<i32> = Vec::try_from(q.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Int)).unwrap();
+    gc.encode(enc, &symbols, indices)?;
+    Ok(q + mean)
+}
+
+fn decode_tensor(gc: &GaussianConditional, dec: &mut RansDecoder, mean: &Tensor, indices: &[u8]) -> Result<Tensor> {
+    let symbols = gc.decode(dec, indices)?;
+    let q = Tensor::from_slice(&symbols).to_kind(Kind::Float).view(mean.size().as_slice()).to_device(mean.device());
+    Ok(q + mean)
+}
+
+/// One side of the entropy path: the encoder codes values, the decoder reads them back.
+/// Both run the same code below, so the encoder's reconstruction is the decoder's.
+enum Coder<'a, 'b> {
+    Encode(&'a mut RansEncoder),
+    Decode(&'a mut RansDecoder<'b>),
+}
+
+impl Coder<'_, '_> {
+    /// `x` is the value to code (encoder only); returns the reconstruction.
+    fn code(&mut self, gc: &GaussianConditional, x: Option<&Tensor>, mean: &Tensor, indices: &[u8]) -> Result<Tensor> {
+        match self {
+            Coder::Encode(enc) => encode_tensor(gc, enc, x.context("encoder without a value")?, mean, indices),
+            Coder::Decode(dec) => decode_tensor(gc, dec, mean, indices),
+        }
+    }
+}
+
+/// Encoder-side values of one coded tensor pair: (code, hyper-latent z). The decoder has none.
+type Analysis<'t> = Option<(&'t Tensor, &'t Tensor)>;
+
+/// The shared reconstruction path of a frame (the decoder side, which the encoder runs too).
+struct FrameCodec<'m> {
+    model: &'m GvcModel,
+    gc: &'m GaussianConditional,
+}
+
+impl FrameCodec<'_> {
+    /// Codes z under the factorized prior of `hyper`, returning ẑ.
+    fn hyper_latent(
+        &self,
+        coder: &mut Coder,
+        hyper: &Hyperprior,
+        z: Option<&Tensor>,
+        code_hw: (i64, i64),
+    ) -> Result<Tensor> {
+        let channels = hyper.z_channels();
+        let shape = [1, channels, (code_hw.0 + 3) / 4, (code_hw.1 + 3) / 4];
+        let indices = per_channel_indices(&hyper.z_indices(self.gc), &shape);
+        let zeros = Tensor::zeros(shape, (Kind::Float, self.model.device));
+        coder.code(self.gc, z, &zeros, &indices)
+    }
+
+    /// Intra frame: ẑ, then the code; returns (ŷ, ĉ).
+    fn intra(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<(Tensor, Tensor)> {
+        let m = &self.model.intra;
+        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, code_hw.0, code_hw.1);
+        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        Ok((m.synthesis(&code, qp), code))
+    }
+
+    /// Motion half of a P-frame; returns the decoded flow on the latent grid.
+    fn motion(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<Tensor> {
+        let m = &self.model.motion;
+        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, code_hw.0, code_hw.1);
+        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        Ok(m.synthesis(&code, qp))
+    }
+
+    /// Contextual half of a P-frame; returns (ŷ, ĉ).
+    fn contextual(
+        &self,
+        coder: &mut Coder,
+        qp: i64,
+        code_hw: (i64, i64),
+        reference: &Reference,
+        ctx: &TemporalContext,
+        a: Analysis,
+    ) -> Result<(Tensor, Tensor)> {
+        let m = &self.model.contextual;
+        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, ctx, &reference.code);
+        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        Ok((m.synthesis(&code, ctx, qp), code))
+    }
+}
+
+fn padded(v: i64) -> i64 {
+    (v + SIZE_MULTIPLE - 1) / SIZE_MULTIPLE * SIZE_MULTIPLE
+}
+
+/// Replicate-pads a (1,3,h,w) picture to the coded size.
+fn pad_picture(x: &Tensor, coded_h: i64, coded_w: i64) -> Tensor {
+    let (_, _, h, w) = x.size4().unwrap();
+    if h == coded_h && w == coded_w {
+        return x.shallow_clone();
+    }
+    x.pad([0, coded_w - w, 0, coded_h - h], "replicate", None)
+}
+
+#[derive(Clone, Debug)]
+pub struct EncoderParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps_n: u32,
+    pub fps_d: u32,
+    pub intra_period: u32,
+    pub qp: u8,
+    pub diffusion_steps: u8,
+    pub independent_steps: u8,
+}
+
+pub struct EncodedFrame {
+    /// One access unit: sequence header (before I-frames) + frame unit.
+    pub data: Vec<u8>,
+    pub frame_type: FrameType,
+    pub frame_number: u32,
+    /// The codec reconstruction D(ŷ) at display size (what the next frame predicts from).
+    pub reconstruction: Tensor,
+}
+
+pub struct EncoderSession {
+    model: Arc<GvcModel>,
+    spynet: SpyNet,
+    _spynet_vs: nn::VarStore,
+    gc: Arc<GaussianConditional>,
+    header: SequenceHeader,
+    qp: u8,
+    frame_number: u32,
+    since_intra: u32,
+    reference: Option<Reference>,
+}
+
+impl EncoderSession {
+    pub fn new(model: Arc<GvcModel>, params: &EncoderParams) -> Result<Self> {
+        ensure!(params.width >= 16 && params.height >= 16, "frames must be at least 16x16");
+        ensure!(params.width <= 4096 && params.height <= 4096, "frames larger than 4096 are not supported");
+        ensure!(
+            (params.qp as i64) < model.config.codec.num_qps,
+            "qp {} out of range (model has {})",
+            params.qp,
+            model.config.codec.num_qps
+        );
+        ensure!(params.fps_n > 0 && params.fps_d > 0, "invalid frame rate {}/{}", params.fps_n, params.fps_d);
+        let (vs, spynet) = GvcModel::load_spynet(model.device)?;
+        let header = SequenceHeader {
+            model_id: model.id,
+            coded_width: padded(params.width as i64) as u16,
+            coded_height: padded(params.height as i64) as u16,
+            display_width: params.width as u16,
+            display_height: params.height as u16,
+            fps_n: params.fps_n,
+            fps_d: params.fps_d,
+            intra_period: params.intra_period.clamp(1, u16::MAX as u32) as u16,
+            diffusion_steps: params.diffusion_steps,
+            independent_steps: params.independent_steps.min(params.diffusion_steps).max(params.diffusion_steps.min(1)),
+            num_rate_points: model.config.codec.num_qps as u8,
+        };
+        header.validate()?;
+        Ok(Self {
+            model,
+            spynet,
+            _spynet_vs: vs,
+            gc: shared_gaussian(),
+            header,
+            qp: params.qp,
+            frame_number: 0,
+            since_intra: 0,
+            reference: None,
+        })
+    }
+
+    pub fn sequence_header(&self) -> &SequenceHeader {
+        &self.header
+    }
+
+    pub fn set_qp(&mut self, qp: u8) -> Result<()> {
+        ensure!((qp as i64) < self.model.config.codec.num_qps, "qp {qp} out of range");
+        self.qp = qp;
+        Ok(())
+    }
+
+    /// Encodes one frame (1,3,H,W) in [0,1] at the display size.
+    pub fn encode(&mut self, frame: &Tensor, force_intra: bool) -> Result<EncodedFrame> {
+        let (_, c, h, w) = frame.size4().context("frame must be (1,3,H,W)")?;
+        ensure!(
+            c == 3 && h == self.header.display_height as i64 && w == self.header.display_width as i64,
+            "frame is {c}x{h}x{w}, session expects 3x{}x{}",
+            self.header.display_height,
+            self.header.display_width
+        );
+        let intra = force_intra || self.reference.is_none() || self.since_intra >= self.header.intra_period as u32;
+        tch::no_grad(|| self.encode_inner(frame, intra))
+    }
+
+    fn encode_inner(&mut self, frame: &Tensor, intra: bool) -> Result<EncodedFrame> {
+        let m = &*self.model;
+        let (ch, cw) = (self.header.coded_height as i64, self.header.coded_width as i64);
+        let x = pad_picture(&frame.to_device(m.device).to_kind(Kind::Float), ch, cw);
+        let y = m.autoencoder.encoder.encode(&x);
+        let qp = self.qp as i64;
+        let code_hw = (ch / 16, cw / 16);
+        let fc = FrameCodec { model: m, gc: &self.gc };
+        let mut enc = RansEncoder::new();
+        let mut coder = Coder::Encode(&mut enc);
+        let (latent, code) = if intra {
+            let code = m.intra.analysis(&y, qp);
+            let z = m.intra.hyper.analysis(&code);
+            fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?
+        } else {
+            let reference = self.reference.as_ref().unwrap();
+            let flow = self.spynet.flow(&x, reference.picture.as_ref().unwrap());
+            let flow8 = flow.avg_pool2d([8, 8], [8, 8], [0, 0], false, true, None::<i64>) / 8.0;
+            let mv = m.motion.analysis(&flow8, qp);
+            let mz = m.motion.hyper.analysis(&mv);
+            let flow8_hat = fc.motion(&mut coder, qp, code_hw, Some((&mv, &mz)))?;
+            let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
+            let code = m.contextual.analysis(&y, &ctx, qp);
+            let z = m.contextual.hyper.analysis(&code);
+            fc.contextual(&mut coder, qp, code_hw, reference, &ctx, Some((&code, &z)))?
+        };
+        let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
+        let frame_type = if intra { FrameType::Intra } else { FrameType::Inter };
+        let packet = FramePacket {
+            frame_type,
+            frame_number: self.frame_number,
+            qp_index: self.qp,
+            noise_seed: noise_seed_for(self.frame_number),
+            substreams: vec![enc.finish()],
+        };
+        let mut data = if intra { self.header.to_unit() } else { Vec::new() };
+        data.extend(packet.to_unit());
+        let reconstruction = crop_display(&picture, &self.header);
+        self.reference = Some(Reference { latent, code, picture: Some(picture) });
+        self.since_intra = if intra { 1 } else { self.since_intra + 1 };
+        let frame_number = self.frame_number;
+        self.frame_number = self.frame_number.wrapping_add(1);
+        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction })
+    }
+}
+
+fn noise_seed_for(frame_number: u32) -> u32 {
+    frame_number
+}
+
+fn crop_display(picture: &Tensor, header: &SequenceHeader) -> Tensor {
+    picture.narrow(2, 0, header.display_height as i64).narrow(3, 0, header.display_width as i64)
+}
+
+fn shared_gaussian() -> Arc<GaussianConditional> {
+    static GC: once_cell::sync::Lazy<Arc<GaussianConditional>> =
+        once_cell::sync::Lazy::new(|| Arc::new(GaussianConditional::new()));
+    GC.clone()
+}
+
+#[derive(Debug)]
+pub struct DecodedFrame {
+    /// (1,3,h,w) in [0,1] at the display size.
+    pub picture: Tensor,
+    pub frame_number: u32,
+    pub frame_type: FrameType,
+    pub stats: SamplingStats,
+}
+
+pub struct DecoderSession {
+    model: Arc<GvcModel>,
+    gc: Arc<GaussianConditional>,
+    schedule: NoiseSchedule,
+    header: Option<SequenceHeader>,
+    reference: Option<Reference>,
+    buffer: DiffusionBuffer,
+    /// Element overrides of DS and D (bounded by the stream's values).
+    pub diffusion_steps: Option<u8>,
+    pub independent_steps: Option<u8>,
+}
+
+impl DecoderSession {
+    pub fn new(model: Arc<GvcModel>) -> Self {
+        let schedule = NoiseSchedule::new(&model.config.denoiser);
+        Self {
+            model,
+            gc: shared_gaussian(),
+            schedule,
+            header: None,
+            reference: None,
+            buffer: DiffusionBuffer::default(),
+            diffusion_steps: None,
+            independent_steps: None,
+        }
+    }
+
+    pub fn sequence_header(&self) -> Option<&SequenceHeader> {
+        self.header.as_ref()
+    }
+
+    /// Forgets the reference and the TDIR buffer (flush / seek): decoding resumes at an I-frame.
+    pub fn reset(&mut self) {
+        self.reference = None;
+        self.buffer.reset();
+    }
+
+    /// The (DS, D) this session samples with.
+    pub fn effective_steps(&self) -> (usize, usize) {
+        let Some(h) = &self.header else { return (0, 0) };
+        let ds = self.diffusion_steps.map_or(h.diffusion_steps, |v| v.min(h.diffusion_steps)) as usize;
+        let d = self.independent_steps.map_or(h.independent_steps, |v| v.min(h.independent_steps)) as usize;
+        (ds, d.clamp(ds.min(1), ds))
+    }
+
+    pub fn decode(&mut self, access_unit: &[u8]) -> Result<DecodedFrame> {
+        let au = bitstream::parse_access_unit(access_unit)?;
+        if let Some(h) = au.sequence_header {
+            if h.model_id != self.model.id {
+                bail!(
+                    "stream was made with model {:016x}, this decoder has model {:016x} ({})",
+                    h.model_id,
+                    self.model.id,
+                    self.model.config.name
+                );
+            }
+            self.header = Some(h);
+        }
+        let header = self.header.clone().context("frame before any sequence header")?;
+        let packet = au.frame;
+        ensure!(
+            (packet.qp_index as i64) < self.model.config.codec.num_qps,
+            "qp index {} out of range",
+            packet.qp_index
+        );
+        ensure!(packet.substreams.len() == 1, "frame has {} sub-streams, expected 1", packet.substreams.len());
+        if packet.frame_type == FrameType::Intra {
+            self.buffer.reset();
+        } else if self.reference.is_none() {
+            return Err(MissingReference.into());
+        }
+        tch::no_grad(|| self.decode_inner(&header, &packet))
+    }
+
+    fn decode_inner(&mut self, header: &SequenceHeader, packet: &FramePacket) -> Result<DecodedFrame> {
+        let m = &*self.model;
+        let (ch, cw) = (header.coded_height as i64, header.coded_width as i64);
+        let code_hw = (ch / 16, cw / 16);
+        let qp = packet.qp_index as i64;
+        let fc = FrameCodec { model: m, gc: &self.gc };
+        let mut dec = RansDecoder::new(&packet.substreams[0])?;
+        let mut coder = Coder::Decode(&mut dec);
+        let intra = packet.frame_type == FrameType::Intra;
+        let (latent, code, context) = if intra {
+            let (latent, code) = fc.intra(&mut coder, qp, code_hw, None)?;
+            (latent, code, None)
+        } else {
+            let reference = self.reference.as_ref().unwrap();
+            let flow8_hat = fc.motion(&mut coder, qp, code_hw, None)?;
+            let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
+            let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, None)?;
+            (latent, code, Some(ctx))
+        };
+        ensure!(dec.is_exhausted(), "frame {} payload does not match its symbols (damaged?)", packet.frame_number);
+        let (ds, d) = self.effective_steps();
+        let c0 = match &context {
+            Some(ctx) => ctx.c0.shallow_clone(),
+            None => Tensor::zeros([1, m.config.codec.context, ch / 8, cw / 8], (Kind::Float, m.device)),
+        };
+        let plan = SamplingPlan { steps: ds, independent: d, seed: packet.noise_seed as u64, use_buffer: !intra };
+        let ratio = if intra { m.intra.scales.prompt(qp) } else { m.contextual.scales.prompt(qp) };
+        let (z0, stats) = diffusion::sample(
+            &m.denoiser,
+            &self.schedule,
+            m.config.denoiser.start_step,
+            &m.to_diffusion_space(&latent),
+            &c0,
+            ratio,
+            &plan,
+            &mut self.buffer,
+        );
+        let picture = m.autoencoder.decoder.decode(&m.from_diffusion_space(&z0)).clamp(0.0, 1.0);
+        self.reference = Some(Reference { latent, code, picture: None });
+        Ok(DecodedFrame {
+            picture: crop_display(&picture, header),
+            frame_number: packet.frame_number,
+            frame_type: packet.frame_type,
+            stats,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! The conditional codec networks (DCVC-DC family, DiffVC §3.1) on the autoencoder's latent:
+//! intra codec for I-frames; motion (SpyNet + MV autoencoder + MV hyperprior) and
+//! contextual (temporal context mining, contextual encoder/decoder, hyperprior + temporal
+//! prior) modules for P-frames; per-QP learned quantization scales q_enc/q_dec.
+
+use super::entropy_model::Hyperprior;
+use super::layers::{conv, flow_warp, ResBlock, SubpelConv};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CodecConfig {
+    /// Hidden channels of the contextual/intra transforms.
+    pub hidden: i64,
+    /// Channels of the coded latent (at 1/16 of the frame).
+    pub code: i64,
+    /// Channels of the hyper-latents.
+    pub hyper: i64,
+    /// Channels of the temporal contexts C̄⁰ (1/8) and C̄¹ (1/16).
+    pub context: i64,
+    /// Channels of the coded motion (at 1/16 of the frame).
+    pub motion_code: i64,
+    /// Number of rate points (QP indices); 0 is the highest quality.
+    pub num_qps: i64,
+    /// Rate–distortion trade-off λ of each QP used in training.
+    pub lambdas: Vec<f64>,
+}
+
+/// Per-QP, per-channel quantization scales (DCVC-DC's q_enc / q_dec).
+#[derive(Debug)]
+pub struct QuantScales {
+    pub q_enc: Tensor,
+    pub q_dec: Tensor,
+}
+
+impl QuantScales {
+    fn new(p: nn::Path, num_qps: i64, channels: i64) -> Self {
+        // Geometric initial spread: higher QP index → coarser quantization.
+        let init: Vec<f32> = (0..num_qps).map(|i| (0.5 * 2f32.powf(i as f32 * 1.2)).ln()).collect();
+        let base = Tensor::from_slice(&init).view([num_qps, 1]).expand([num_qps, channels], true).contiguous();
+        // q_dec starts at 1 so the ratio q_enc/q_dec (the QP prompt) starts monotone in the QP.
+        let q_enc = p.var_copy("q_enc_log", &base);
+        let q_dec = p.var_copy("q_dec_log", &base.zeros_like());
+        Self { q_enc, q_dec }
+    }
+
+    pub fn enc(&self, qp: i64) -> Tensor {
+        self.q_enc.get(qp).exp().view([1, -1, 1, 1])
+    }
+
+    pub fn dec(&self, qp: i64) -> Tensor {
+        self.q_dec.get(qp).exp().view([1, -1, 1, 1])
+    }
+
+    /// The QP prompt of DiffVC §3.3: q_enc/q_dec averaged over channels.
+    pub fn prompt(&self, qp: i64) -> f64 {
+        (self.q_enc.get(qp) - self.q_dec.get(qp)).exp().mean(Kind::Float).double_value(&[])
+    }
+}
+
+/// Entropy parameters (μ, σ) as 2·code channels split in half.
+pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
+    let c = p.size()[1] / 2;
+    (p.narrow(1, 0, c), p.narrow(1, c, c).exp())
+}
+
+#[derive(Debug)]
+pub struct IntraCodec {
+    enc: Vec<nn::Conv2D>,
+    enc_res: ResBlock,
+    dec_conv: nn::Conv2D,
+    dec_up: SubpelConv,
+    dec_res: ResBlock,
+    dec_out: nn::Conv2D,
+    pub hyper: Hyperprior,
+    pub scales: QuantScales,
+}
+
+impl IntraCodec {
+    pub fn new(p: nn::Path, latent: i64, cfg: &CodecConfig) -> Self {
+        let (n, m) = (cfg.hidden, cfg.code);
+        Self {
+            enc: vec![conv(&p / "enc" / 0, latent, n, 3, 1), conv(&p / "enc" / 1, n, m, 3, 2)],
+            enc_res: ResBlock::new(&p / "enc_res", n),
+            dec_conv: conv(&p / "dec_conv", m, n, 3, 1),
+            dec_up: SubpelConv::new(&p / "dec_up", n, n),
+            dec_res: ResBlock::new(&p / "dec_res", n),
+            dec_out: conv(&p / "dec_out", n, latent, 3, 1),
+            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m),
+            scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
+        }
+    }
+
+    /// Latent y (1/8) → unquantized code (1/16), already divided by q_enc.
+    pub fn analysis(&self, y: &Tensor, qp: i64) -> Tensor {
+        let h = self.enc[0].forward(y).leaky_relu();
+        let h = self.enc_res.forward(&h);
+        self.enc[1].forward(&h) / self.scales.enc(qp)
+    }
+
+    /// Entropy parameters of the code from the decoded hyper-latent.
+    pub fn entropy_params(&self, z_hat: &Tensor, h: i64, w: i64) -> (Tensor, Tensor) {
+        split_params(&self.hyper.synthesis(z_hat, h, w))
+    }
+
+    /// Decoded code → reconstructed latent ŷ.
+    pub fn synthesis(&self, code_hat: &Tensor, qp: i64) -> Tensor {
+        let h = self.dec_conv.forward(&(code_hat * self.scales.dec(qp))).leaky_relu();
+        let h = self.dec_up.forward(&h).leaky_relu();
+        let h = self.dec_res.forward(&h);
+        self.dec_out.forward(&h)
+    }
+}
+
+/// Motion: MV encoder/decoder on SpyNet flow pooled to the latent grid, MV hyperprior.
+#[derive(Debug)]
+pub struct MotionCodec {
+    enc: Vec<nn::Conv2D>,
+    dec: Vec<nn::Conv2D>,
+    dec_up: SubpelConv,
+    pub hyper: Hyperprior,
+    /// Per-QP scalar MV quantization step (log).
+    q_mv: Tensor,
+}
+
+impl MotionCodec {
+    pub fn new(p: nn::Path, cfg: &CodecConfig) -> Self {
+        let (n, m) = (64, cfg.motion_code);
+        let init: Vec<f32> = (0..cfg.num_qps).map(|i| (0.25 * 1.5f32.powi(i as i32)).ln()).collect();
+        Self {
+            enc: vec![
+                conv(&p / "enc" / 0, 2, n, 3, 1),
+                conv(&p / "enc" / 1, n, n, 3, 1),
+                conv(&p / "enc" / 2, n, m, 3, 2),
+            ],
+            dec: vec![conv(&p / "dec" / 0, m, n, 3, 1), conv(&p / "dec" / 1, n, 2, 3, 1)],
+            dec_up: SubpelConv::new(&p / "dec_up", n, n),
+            hyper: Hyperprior::new(&p / "hyper", m, 32, 2 * m),
+            q_mv: p.var_copy("q_mv_log", &Tensor::from_slice(&init)),
+        }
+    }
+
+    /// (μ, σ) of the MV code from its hyper-latent.
+    pub fn entropy_params(&self, z_hat: &Tensor, h: i64, w: i64) -> (Tensor, Tensor) {
+        split_params(&self.hyper.synthesis(z_hat, h, w))
+    }
+
+    fn q(&self, qp: i64) -> Tensor {
+        self.q_mv.get(qp).exp()
+    }
+
+    /// Flow on the latent grid (1/8, in latent pixels) → MV code (1/16) / q.
+    pub fn analysis(&self, flow8: &Tensor, qp: i64) -> Tensor {
+        let h = self.enc[0].forward(flow8).leaky_relu();
+        let h = self.enc[1].forward(&h).leaky_relu();
+        self.enc[2].forward(&h) / self.q(qp)
+    }
+
+    pub fn synthesis(&self, code_hat: &Tensor, qp: i64) -> Tensor {
+        let h = self.dec[0].forward(&(code_hat * self.q(qp))).leaky_relu();
+        let h = self.dec_up.forward(&h).leaky_relu();
+        self.dec[1].forward(&h)
+    }
+}
+
+/// Temporal context mining, contextual encoder/decoder and the contextual entropy model.
+#[derive(Debug)]
+pub struct ContextualCodec {
+    feature_adaptor: nn::Conv2D,
+    ctx0: ResBlock,
+    ctx0_out: nn::Conv2D,
+    ctx1_down: nn::Conv2D,
+    enc_in: nn::Conv2D,
+    enc_res: ResBlock,
+    enc_down: nn::Conv2D,
+    enc_fuse: nn::Conv2D,
+    dec_in: nn::Conv2D,
+    dec_up: SubpelConv,
+    dec_fuse: nn::Conv2D,
+    dec_res: ResBlock,
+    dec_out: nn::Conv2D,
+    pub hyper: Hyperprior,
+    temporal_prior: Vec<nn::Conv2D>,
+    pub scales: QuantScales,
+}
+
+/// Multi-scale temporal contexts of one P-frame.
+pub struct TemporalContext {
+    /// C̄⁰ at 1/8 of the frame.
+    pub c0: Tensor,
+    /// C̄¹ at 1/16 of the frame.
+    pub c1: Tensor,
+}
+
+impl ContextualCodec {
+    pub fn new(p: nn::Path, latent: i64, cfg: &CodecConfig) -> Self {
+        let (n, m, c) = (cfg.hidden, cfg.code, cfg.context);
+        Self {
+            feature_adaptor: conv(&p / "feature_adaptor", latent, c, 3, 1),
+            ctx0: ResBlock::new(&p / "ctx0", c),
+            ctx0_out: conv(&p / "ctx0_out", c, c, 3, 1),
+            ctx1_down: conv(&p / "ctx1_down", c, c, 3, 2),
+            enc_in: conv(&p / "enc_in", latent + c, n, 3, 1),
+            enc_res: ResBlock::new(&p / "enc_res", n),
+            enc_down: conv(&p / "enc_down", n, m, 3, 2),
+            enc_fuse: conv(&p / "enc_fuse", m + c, m, 3, 1),
+            dec_in: conv(&p / "dec_in", m, n, 3, 1),
+            dec_up: SubpelConv::new(&p / "dec_up", n, n),
+            dec_fuse: conv(&p / "dec_fuse", n + c, n, 3, 1),
+            dec_res: ResBlock::new(&p / "dec_res", n),
+            dec_out: conv(&p / "dec_out", n, latent, 3, 1),
+            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m),
+            temporal_prior: vec![
+                conv(&p / "temporal_prior" / 0, 2 * m + c + m, 2 * m, 3, 1),
+                conv(&p / "temporal_prior" / 1, 2 * m, 2 * m, 3, 1),
+            ],
+            scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
+        }
+    }
+
+    /// Warps the previous decoded latent's feature by the decoded motion and mines C̄⁰, C̄¹.
+    pub fn temporal_context(&self, prev_latent: &Tensor, flow8: &Tensor) -> TemporalContext {
+        let f = self.feature_adaptor.forward(prev_latent);
+        let warped = flow_warp(&f, flow8);
+        let c0 = self.ctx0_out.forward(&self.ctx0.forward(&warped));
+        let c1 = self.ctx1_down.forward(&c0).leaky_relu();
+        TemporalContext { c0, c1 }
+    }
+
+    pub fn analysis(&self, y: &Tensor, ctx: &TemporalContext, qp: i64) -> Tensor {
+        let h = self.enc_in.forward(&Tensor::cat(&[y, &ctx.c0], 1)).leaky_relu();
+        let h = self.enc_res.forward(&h);
+        let h = self.enc_down.forward(&h).leaky_relu();
+        self.enc_fuse.forward(&Tensor::cat(&[&h, &ctx.c1], 1)) / self.scales.enc(qp)
+    }
+
+    /// (μ, σ) of the code from the hyperprior, C̄¹ and the previous frame's decoded code.
+    pub fn entropy_params(&self, z_hat: &Tensor, ctx: &TemporalContext, prev_code: &Tensor) -> (Tensor, Tensor) {
+        let (_, _, ch, cw) = prev_code.size4().expect("4-D code");
+        let h = Tensor::cat(&[&self.hyper.synthesis(z_hat, ch, cw), &ctx.c1, prev_code], 1);
+        let h = self.temporal_prior[0].forward(&h).leaky_relu();
+        split_params(&self.temporal_prior[1].forward(&h))
+    }
+
+    pub fn synthesis(&self, code_hat: &Tensor, ctx: &TemporalContext, qp: i64) -> Tensor {
+        let h = self.dec_in.forward(&(code_hat * self.scales.dec(qp))).leaky_relu();
+        let h = self.dec_up.forward(&h).leaky_relu();
+        let h = self.dec_fuse.forward(&Tensor::cat(&[&h, &ctx.c0], 1)).leaky_relu();
+        let h = self.dec_res.forward(&h);
+        self.dec_out.forward(&h)
+    }
+}

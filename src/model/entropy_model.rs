@@ -1,0 +1,91 @@
+//! Differentiable rate models used in training, and the link to the integer coder used at
+//! inference: a factorized (per-channel Gaussian) prior for hyper-latents and a Gaussian
+//! conditional for latents, both indexing the same fixed scale table.
+
+use super::layers::conv;
+use crate::codec::entropy::{GaussianConditional, SCALE_MIN};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Bits of `x` (already noised or rounded) under N(mean, scale) integrated over unit bins.
+pub fn gaussian_bits(x: &Tensor, mean: &Tensor, scale: &Tensor) -> Tensor {
+    let scale = scale.clamp_min(SCALE_MIN);
+    let v = (x - mean).abs();
+    let cdf = |t: Tensor| (t / std::f64::consts::SQRT_2).erfc() * 0.5;
+    // Upper tail form is numerically kinder: P = Φ((0.5-|v|)/s) - Φ((-0.5-|v|)/s).
+    let upper = cdf(-((-&v + 0.5) / &scale));
+    let lower = cdf(-((-&v - 0.5) / &scale));
+    -((upper - lower).clamp_min(1e-9)).log2()
+}
+
+/// Rounds with a straight-through gradient.
+pub fn ste_round(x: &Tensor) -> Tensor {
+    x + (x.round() - x).detach()
+}
+
+/// Training-time quantization proxy: additive uniform noise.
+pub fn noisy(x: &Tensor) -> Tensor {
+    x + x.rand_like() - 0.5
+}
+
+/// Hyperprior: h_a (2× down twice) and h_s (back up), plus the factorized prior of z.
+#[derive(Debug)]
+pub struct Hyperprior {
+    h_a: Vec<nn::Conv2D>,
+    h_s: Vec<nn::Conv2D>,
+    /// log of the per-channel scale of z's factorized Gaussian prior.
+    z_log_scale: Tensor,
+}
+
+impl Hyperprior {
+    /// `cin`: channels of the latent; `z`: hyper-latent channels; `out`: h_s output channels.
+    pub fn new(p: nn::Path, cin: i64, z: i64, out: i64) -> Self {
+        let h_a = vec![
+            conv(&p / "h_a" / 0, cin, z, 3, 1),
+            conv(&p / "h_a" / 1, z, z, 3, 2),
+            conv(&p / "h_a" / 2, z, z, 3, 2),
+        ];
+        let h_s = vec![
+            conv(&p / "h_s" / 0, z, z * 4, 3, 1),
+            conv(&p / "h_s" / 1, z, z * 4, 3, 1),
+            conv(&p / "h_s" / 2, z, out, 3, 1),
+        ];
+        let z_log_scale = p.var("z_log_scale", &[1, z, 1, 1], nn::Init::Const(1.0));
+        Self { h_a, h_s, z_log_scale }
+    }
+
+    /// The code is padded to a multiple of 4 first so any frame multiple of 16 works.
+    pub fn analysis(&self, latent: &Tensor) -> Tensor {
+        let (_, _, h, w) = latent.size4().expect("4-D latent");
+        let padded = latent.abs().constant_pad_nd([0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4]);
+        let h = self.h_a[0].forward(&padded).leaky_relu();
+        let h = self.h_a[1].forward(&h).leaky_relu();
+        self.h_a[2].forward(&h)
+    }
+
+    /// Back to the code grid, cropped to the code's `h`×`w`.
+    pub fn synthesis(&self, z_hat: &Tensor, h: i64, w: i64) -> Tensor {
+        let x = self.h_s[0].forward(z_hat).leaky_relu().pixel_shuffle(2);
+        let x = self.h_s[1].forward(&x).leaky_relu().pixel_shuffle(2);
+        self.h_s[2].forward(&x).narrow(2, 0, h).narrow(3, 0, w)
+    }
+
+    pub fn z_channels(&self) -> i64 {
+        self.z_log_scale.size()[1]
+    }
+
+    pub fn z_scale(&self) -> Tensor {
+        self.z_log_scale.exp()
+    }
+
+    /// Bits of the (noisy) hyper-latent under the factorized prior.
+    pub fn z_bits(&self, z: &Tensor) -> Tensor {
+        gaussian_bits(z, &z.zeros_like(), &self.z_scale().expand_as(z)).sum(Kind::Float)
+    }
+
+    /// Table index of each z channel (fixed once the weights are loaded).
+    pub fn z_indices(&self, gc: &GaussianConditional) -> Vec<u8> {
+        let s: Vec<f32> = Vec::try_from(self.z_scale().flatten(0, -1).to_kind(Kind::Float)).unwrap();
+        s.iter().map(|&v| gc.index_for_scale(v)).collect()
+    }
+}

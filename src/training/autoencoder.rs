@@ -1,0 +1,119 @@
+//! Stage 0: the latent autoencoder (E, D), trained with L1 + an LPIPS perceptual loss and
+//! then frozen for every later stage. The perceptual backbone is selectable: VGG16 (what
+//! DiffVC's losses use) costs ~6× AlexNet per step on this CPU, so AlexNet is the default.
+
+use super::{psnr, restore_weights, store_weights, Rng, TrainingClips};
+use crate::model::lpips::{Backbone, Lpips};
+use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind};
+
+pub struct Options {
+    pub model_dir: PathBuf,
+    pub steps: i64,
+    pub batch: usize,
+    pub crop: i64,
+    pub lr: f64,
+    pub seed: u64,
+    /// Stop after this many minutes even if `steps` is not reached (weights are saved).
+    pub minutes: Option<f64>,
+    /// Weight of the perceptual term.
+    pub perceptual_weight: f64,
+    pub perceptual_backbone: Backbone,
+    /// LPIPS taps used by the loss (1–5; fewer is cheaper).
+    pub perceptual_layers: usize,
+}
+
+pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
+    let device = Device::cuda_if_available();
+    let cfg = ModelConfig::load(&opt.model_dir)?;
+    let weights = opt.model_dir.join("weights.safetensors");
+    let progress_file = opt.model_dir.join("checkpoints/autoencoder.step");
+    std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
+    tch::manual_seed(opt.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let ae = LatentAutoencoder::new(vs.root() / "autoencoder", &cfg.autoencoder);
+    let restored = restore_weights(&mut vs, &weights)?;
+    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if restored == 0 {
+        step = 0;
+    }
+    eprintln!("[ae] {} tensors restored, resuming at step {step}", restored);
+    let file = match opt.perceptual_backbone {
+        Backbone::AlexNet => "lpips_alexnet.safetensors",
+        Backbone::Vgg16 => "lpips_vgg16.safetensors",
+    };
+    let (_, perceptual_net) = load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?;
+    let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
+    let mut rng = Rng::new(opt.seed ^ step as u64);
+    let started = Instant::now();
+    let mut window = (0.0, 0.0, 0.0, 0usize);
+    let mut last_log = Instant::now();
+    while step < opt.steps {
+        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
+            eprintln!("[ae] time budget reached");
+            break;
+        }
+        // Cosine decay to 10 % of the base rate.
+        let progress = step as f64 / opt.steps as f64;
+        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+        let x = data.sample(&mut rng, opt.batch, 1, opt.crop)?.squeeze_dim(1).to_device(device);
+        let y = ae.encoder.encode(&x);
+        // Latent noise keeps D robust to the codec's reconstruction error.
+        let y_noisy = &y + y.randn_like() * 0.05;
+        let xr = ae.decoder.decode(&y_noisy);
+        let l1 = (&xr - &x).abs().mean(Kind::Float);
+        let perceptual = perceptual_net.distance_layers(&xr, &x, opt.perceptual_layers).mean(Kind::Float);
+        let reg = y.square().mean(Kind::Float) * 1e-4;
+        let loss = &l1 + &perceptual * opt.perceptual_weight + reg;
+        optim.backward_step_clip_norm(&loss, 1.0);
+        step += 1;
+        window.0 += l1.double_value(&[]);
+        window.1 += perceptual.double_value(&[]);
+        window.2 += psnr(&xr.detach().clamp(0.0, 1.0), &x);
+        window.3 += 1;
+        if step % 25 == 0 || step == opt.steps {
+            let n = window.3 as f64;
+            eprintln!(
+                "[ae] step {step}/{} l1 {:.4} lpips {:.4} psnr {:.2} dB | {:.2} s/step",
+                opt.steps,
+                window.0 / n,
+                window.1 / n,
+                window.2 / n,
+                last_log.elapsed().as_secs_f64() / n
+            );
+            window = (0.0, 0.0, 0.0, 0);
+            last_log = Instant::now();
+        }
+        if step % 250 == 0 {
+            store_weights(&vs, &weights)?;
+            std::fs::write(&progress_file, step.to_string())?;
+        }
+    }
+    store_weights(&vs, &weights)?;
+    std::fs::write(&progress_file, step.to_string())?;
+    evaluate(data, &ae, device)?;
+    Ok(())
+}
+
+/// PSNR and LPIPS (AlexNet) of E→D on held-out frames (frame 0 of every clip, 256 crops).
+pub fn evaluate(data: &TrainingClips, ae: &LatentAutoencoder, device: Device) -> Result<(f64, f64)> {
+    let (_, alex) = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?;
+    let (mut sp, mut sl, mut n) = (0.0, 0.0, 0.0);
+    for index in [0, 40] {
+        for (name, x) in data.held_out(index, 256) {
+            let x = x.to_device(device);
+            let xr = tch::no_grad(|| ae.decoder.decode(&ae.encoder.encode(&x)).clamp(0.0, 1.0));
+            let (p, l) = (psnr(&xr, &x), tch::no_grad(|| alex.distance(&xr, &x)).double_value(&[0]));
+            eprintln!("[ae-eval] {name} frame {index}: PSNR {p:.2} dB, LPIPS {l:.4}");
+            sp += p;
+            sl += l;
+            n += 1.0;
+        }
+    }
+    eprintln!("[ae-eval] mean over {n} held-out crops: PSNR {:.2} dB, LPIPS {:.4}", sp / n, sl / n);
+    Ok((sp / n, sl / n))
+}

@@ -1,0 +1,139 @@
+//! Training stages (run by the `gvc-train` binary). Data: the real clips fetched at setup;
+//! frames before `HELD_OUT_FRAMES` of every clip are never trained on, they are the
+//! evaluation frames.
+
+pub mod autoencoder;
+
+use crate::clips::{clip_dir, load_clip, Clip};
+use anyhow::{ensure, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, Kind, Tensor};
+
+/// The evaluation uses the first frames of each clip; training starts after them.
+pub const HELD_OUT_FRAMES: i64 = 96;
+/// Clips used for training and evaluation (see `../shared/design.md`).
+pub const CLIPS: [&str; 5] = ["carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4", "vtest.avi", "Megamind.avi"];
+/// Frames decoded per clip at most (bounds memory and start-up time).
+const MAX_FRAMES: usize = 400;
+
+/// Deterministic PRNG for crop positions (libtorch's RNG is seeded separately).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+pub struct TrainingClips {
+    pub clips: Vec<(String, Clip)>,
+}
+
+impl TrainingClips {
+    pub fn load() -> Result<Self> {
+        let mut clips = Vec::new();
+        for name in CLIPS {
+            let t = Instant::now();
+            let clip = load_clip(&clip_dir().join(name), Some(MAX_FRAMES), None)?;
+            eprintln!(
+                "[data] {name}: {} frames {}x{} ({:.1}s)",
+                clip.len(),
+                clip.width(),
+                clip.height(),
+                t.elapsed().as_secs_f32()
+            );
+            clips.push((name.to_string(), clip));
+        }
+        Ok(Self { clips })
+    }
+
+    /// `batch` random crops of `len` consecutive training frames: (batch, len, 3, crop, crop) in [0,1].
+    pub fn sample(&self, rng: &mut Rng, batch: usize, len: i64, crop: i64) -> Result<Tensor> {
+        let mut items = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let (_, clip) = &self.clips[rng.below(self.clips.len() as u64) as usize];
+            ensure!(clip.len() >= HELD_OUT_FRAMES + len, "clip too short for training");
+            let (h, w) = (clip.height(), clip.width());
+            let c = crop.min(h).min(w) / 16 * 16;
+            let t0 = HELD_OUT_FRAMES + rng.below((clip.len() - HELD_OUT_FRAMES - len + 1) as u64) as i64;
+            let y0 = rng.below((h - c + 1) as u64) as i64;
+            let x0 = rng.below((w - c + 1) as u64) as i64;
+            let mut seq = clip.frames.narrow(0, t0, len).narrow(2, y0, c).narrow(3, x0, c);
+            if rng.below(2) == 1 {
+                seq = seq.flip([3]);
+            }
+            if c != crop {
+                let f = seq.to_kind(Kind::Float);
+                seq = f.upsample_bilinear2d([crop, crop], false, None, None).round().to_kind(Kind::Uint8);
+            }
+            items.push(seq);
+        }
+        Ok(Tensor::stack(&items, 0).to_kind(Kind::Float) / 255.0)
+    }
+
+    /// Held-out evaluation frames: centre crops of `crop` from frame `index` of every clip.
+    pub fn held_out(&self, index: i64, crop: i64) -> Vec<(String, Tensor)> {
+        self.clips
+            .iter()
+            .map(|(name, clip)| {
+                let c = crop.min(clip.height()).min(clip.width()) / 16 * 16;
+                let y0 = (clip.height() - c) / 2;
+                let x0 = (clip.width() - c) / 2;
+                (name.clone(), clip.float_frames(index, 1).narrow(2, y0, c).narrow(3, x0, c))
+            })
+            .collect()
+    }
+}
+
+/// Writes the variables of `vs` into the model's weights file, keeping every other entry.
+pub fn store_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
+    let mut all: HashMap<String, Tensor> = HashMap::new();
+    if file.exists() {
+        for (k, v) in Tensor::read_safetensors(file).with_context(|| format!("reading {}", file.display()))? {
+            all.insert(k, v);
+        }
+    }
+    for (k, v) in vs.variables() {
+        all.insert(k, v.detach().to_device(tch::Device::Cpu).contiguous());
+    }
+    let mut entries: Vec<(String, Tensor)> = all.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let tmp = file.with_extension("tmp");
+    Tensor::write_safetensors(&entries, &tmp)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Loads into `vs` every variable the weights file has for it; returns how many loaded.
+pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
+    if !file.exists() {
+        return Ok(0);
+    }
+    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(file)?.into_iter().collect();
+    let mut n = 0;
+    tch::no_grad(|| {
+        for (k, mut v) in vs.variables() {
+            if let Some(s) = stored.get(&k) {
+                if s.size() == v.size() {
+                    v.copy_(s);
+                    n += 1;
+                }
+            }
+        }
+    });
+    Ok(n)
+}
+
+pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
+    let mse = (a - b).square().mean(Kind::Float).double_value(&[]);
+    -10.0 * mse.max(1e-12).log10()
+}
