@@ -9,12 +9,17 @@ use gst::glib;
 pub mod clips;
 pub mod codec;
 pub mod diffusion;
+mod gvcdec;
+mod gvcenc;
 mod gvcparse;
 pub mod model;
 pub mod training;
 pub mod typefind;
+pub mod video;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gvcenc::register(plugin)?;
+    gvcdec::register(plugin)?;
     gvcparse::register(plugin)?;
     typefind::register(plugin)?;
     Ok(())

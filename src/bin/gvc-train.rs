@@ -1,7 +1,7 @@
 //! Trains gvc's own networks on the CPU (or a GPU when libtorch sees one), stage by stage.
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
-//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`.
+//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`, `diffusion`.
 //! Training resumes from the weights and step counter in the model folder.
 
 use anyhow::{bail, Context, Result};
@@ -43,6 +43,19 @@ fn main() -> Result<()> {
                     other => bail!("unknown perceptual backbone {other}"),
                 },
                 perceptual_layers: get("perceptual-layers", "5").parse()?,
+            },
+        ),
+        "codec" => training::codec::train(
+            &data,
+            &training::codec::Options {
+                model_dir,
+                steps: get("steps", "3000").parse()?,
+                batch: get("batch", "8").parse()?,
+                crop: get("crop", "128").parse()?,
+                frames: get("frames", "3").parse()?,
+                lr: get("lr", "2e-4").parse()?,
+                seed: get("seed", "2").parse()?,
+                minutes,
             },
         ),
         other => bail!("unknown stage {other}"),

@@ -239,6 +239,11 @@ impl EncoderSession {
         &self.header
     }
 
+    /// The next frame is coded as an I-frame (after a flush).
+    pub fn restart_gop(&mut self) {
+        self.reference = None;
+    }
+
     pub fn set_qp(&mut self, qp: u8) -> Result<()> {
         ensure!((qp as i64) < self.model.config.codec.num_qps, "qp {qp} out of range");
         self.qp = qp;
@@ -274,8 +279,7 @@ impl EncoderSession {
             fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?
         } else {
             let reference = self.reference.as_ref().unwrap();
-            let flow = self.spynet.flow(&x, reference.picture.as_ref().unwrap());
-            let flow8 = flow.avg_pool2d([8, 8], [8, 8], [0, 0], false, true, None::<i64>) / 8.0;
+            let flow8 = self.spynet.latent_flow(&x, reference.picture.as_ref().unwrap());
             let mv = m.motion.analysis(&flow8, qp);
             let mz = m.motion.hyper.analysis(&mv);
             let flow8_hat = fc.motion(&mut coder, qp, code_hw, Some((&mv, &mz)))?;

@@ -38,7 +38,16 @@ pub(crate) fn real_frames(n: i64) -> Tensor {
 }
 
 fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
-    EncoderParams { width: w, height: h, fps_n: 30, fps_d: 1, intra_period: 4, qp: 1, diffusion_steps: ds, independent_steps: d }
+    EncoderParams {
+        width: w,
+        height: h,
+        fps_n: 30,
+        fps_d: 1,
+        intra_period: 4,
+        qp: 1,
+        diffusion_steps: ds,
+        independent_steps: d,
+    }
 }
 
 #[test]

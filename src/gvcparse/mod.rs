@@ -6,6 +6,8 @@ use gst::prelude::*;
 
 mod imp;
 
+pub(crate) use imp::src_caps_for;
+
 glib::wrapper! {
     pub struct GvcParse(ObjectSubclass<imp::GvcParse>) @extends gst_base::BaseParse, gst::Element, gst::Object;
 }

@@ -22,6 +22,11 @@ pub struct GvcModel {
     vs: nn::VarStore,
 }
 
+// SAFETY: the parameters are frozen after construction and only read (no_grad forward
+// passes); libtorch supports concurrent reads of shared tensors from several threads.
+// Nothing mutates a `GvcModel` after `load`/`random` return.
+unsafe impl Sync for GvcModel {}
+
 impl GvcModel {
     fn build(config: ModelConfig, id: u64, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
@@ -66,6 +71,13 @@ impl GvcModel {
             return Ok(shipped);
         }
         bail!("no gvc model at {name_or_path} (neither a folder with config.json nor a name under models/)")
+    }
+
+    /// Writes the model as a folder (`config.json` + `weights.safetensors`).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.config.save(dir)?;
+        self.vs.save(dir.join("weights.safetensors"))?;
+        Ok(())
     }
 
     pub fn variables(&self) -> &nn::VarStore {

@@ -91,3 +91,13 @@ impl SpyNet {
         flow
     }
 }
+
+impl SpyNet {
+    /// Motion on the latent grid (1/8 of the frame, in latent pixels), as the codec codes it:
+    /// SpyNet runs at half resolution (4× cheaper, and the code only keeps 1/8 detail).
+    pub fn latent_flow(&self, current: &Tensor, reference: &Tensor) -> Tensor {
+        let half = |t: &Tensor| t.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+        let flow = self.flow(&half(current), &half(reference));
+        flow.avg_pool2d([4, 4], [4, 4], [0, 0], false, true, None::<i64>) / 4.0
+    }
+}

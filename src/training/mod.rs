@@ -3,6 +3,7 @@
 //! evaluation frames.
 
 pub mod autoencoder;
+pub mod codec;
 
 use crate::clips::{clip_dir, load_clip, Clip};
 use anyhow::{ensure, Context, Result};

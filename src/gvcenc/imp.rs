@@ -1,0 +1,268 @@
+use crate::codec::bitstream::FrameType;
+use crate::codec::session::{EncoderParams, EncoderSession};
+use crate::gvcparse::src_caps_for;
+use crate::video::{default_model, frame_to_tensor, parse_device, shared_model, DEFAULT_MODEL, ENCODER_FORMATS};
+use gst::glib;
+use gst::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+
+static CAT: Lazy<gst::DebugCategory> =
+    Lazy::new(|| gst::DebugCategory::new("gvcenc", gst::DebugColorFlags::empty(), Some("gvc encoder")));
+
+const DEFAULT_QP: u32 = 1;
+const DEFAULT_INTRA_PERIOD: u32 = 32;
+const DEFAULT_DIFFUSION_STEPS: u32 = 4;
+const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
+const DEFAULT_DEVICE: &str = "auto";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    qp: u32,
+    intra_period: u32,
+    diffusion_steps: u32,
+    independent_steps: u32,
+    model: String,
+    device: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            qp: DEFAULT_QP,
+            intra_period: DEFAULT_INTRA_PERIOD,
+            diffusion_steps: DEFAULT_DIFFUSION_STEPS,
+            independent_steps: DEFAULT_INDEPENDENT_STEPS,
+            model: default_model(),
+            device: DEFAULT_DEVICE.into(),
+        }
+    }
+}
+
+struct State {
+    session: EncoderSession,
+    video_info: gst_video::VideoInfo,
+}
+
+#[derive(Default)]
+pub struct GvcEnc {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for GvcEnc {
+    const NAME: &'static str = "GstGvcEnc";
+    type Type = super::GvcEnc;
+    type ParentType = gst_video::VideoEncoder;
+}
+
+impl ObjectImpl for GvcEnc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
+            vec![
+                glib::ParamSpecUInt::builder("qp")
+                    .nick("QP index")
+                    .blurb("Rate point of the model: 0 is the highest quality; the model defines how many exist")
+                    .maximum(15)
+                    .default_value(DEFAULT_QP)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("intra-period")
+                    .nick("Intra period")
+                    .blurb("Frames per GOP: an I-frame (with a sequence header) every this many frames")
+                    .minimum(1)
+                    .maximum(u16::MAX as u32)
+                    .default_value(DEFAULT_INTRA_PERIOD)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("diffusion-steps")
+                    .nick("Diffusion steps (DS)")
+                    .blurb("Diffusion sampling steps per frame the decoder runs (0 = no diffusion)")
+                    .maximum(64)
+                    .default_value(DEFAULT_DIFFUSION_STEPS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("independent-steps")
+                    .nick("Independent steps (D)")
+                    .blurb("TDIR: network steps for P-frames after the first of a GOP; the other DS-D steps reuse the previous frame's")
+                    .maximum(64)
+                    .default_value(DEFAULT_INDEPENDENT_STEPS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Model folder (config.json + weights.safetensors), or the name of one under models/; $GVC_MODEL overrides the default")
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock();
+        match pspec.name() {
+            "qp" => {
+                s.qp = value.get().unwrap();
+                if let Some(state) = self.state.lock().as_mut() {
+                    if let Err(e) = state.session.set_qp(s.qp as u8) {
+                        gst::warning!(CAT, imp = self, "{e:#}");
+                    }
+                }
+            }
+            "intra-period" => s.intra_period = value.get().unwrap(),
+            "diffusion-steps" => s.diffusion_steps = value.get().unwrap(),
+            "independent-steps" => s.independent_steps = value.get().unwrap(),
+            "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
+            "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
+            _ => unreachable!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock();
+        match pspec.name() {
+            "qp" => s.qp.to_value(),
+            "intra-period" => s.intra_period.to_value(),
+            "diffusion-steps" => s.diffusion_steps.to_value(),
+            "independent-steps" => s.independent_steps.to_value(),
+            "model" => s.model.to_value(),
+            "device" => s.device.to_value(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+impl GstObjectImpl for GvcEnc {}
+
+impl ElementImpl for GvcEnc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: Lazy<gst::subclass::ElementMetadata> = Lazy::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "gvc encoder",
+                "Codec/Encoder/Video",
+                "Diffusion-oriented conditional neural video encoder (DiffVC-style)",
+                "gvc developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: Lazy<Vec<gst::PadTemplate>> = Lazy::new(|| {
+            let sink = gst_video::VideoCapsBuilder::new()
+                .format_list(ENCODER_FORMATS)
+                .width_range(16..=4096)
+                .height_range(16..=4096)
+                .build();
+            let src = gst::Caps::builder("video/x-gvc").field("stream-format", "packets").field("parsed", true).build();
+            vec![
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink).unwrap(),
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src).unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl VideoEncoderImpl for GvcEnc {
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock() = None;
+        Ok(())
+    }
+
+    fn set_format(
+        &self,
+        state: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+    ) -> Result<(), gst::LoggableError> {
+        let info = state.info().clone();
+        let s = self.settings.lock().clone();
+        let device = parse_device(&s.device).map_err(|e| gst::loggable_error!(CAT, "{e:#}"))?;
+        let model = shared_model(&s.model, device).map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Init, ["Cannot load gvc model: {e:#}"]);
+            gst::loggable_error!(CAT, "{e:#}")
+        })?;
+        let fps = info.fps();
+        let (fps_n, fps_d) = if fps.numer() > 0 { (fps.numer() as u32, fps.denom() as u32) } else { (30, 1) };
+        let params = EncoderParams {
+            width: info.width(),
+            height: info.height(),
+            fps_n,
+            fps_d,
+            intra_period: s.intra_period,
+            qp: s.qp as u8,
+            diffusion_steps: s.diffusion_steps as u8,
+            independent_steps: s.independent_steps as u8,
+        };
+        let session = EncoderSession::new(model, &params).map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
+            gst::loggable_error!(CAT, "{e:#}")
+        })?;
+        let caps = src_caps_for(session.sequence_header());
+        gst::debug!(CAT, imp = self, "output caps {caps}");
+        *self.state.lock() = Some(State { session, video_info: info });
+        let obj = self.obj();
+        let output = obj.set_output_state(caps, Some(state)).map_err(|_| gst::loggable_error!(CAT, "output state"))?;
+        obj.negotiate(output).map_err(|e| gst::loggable_error!(CAT, "negotiation failed: {e:?}"))?;
+        // Low-delay P: every frame leaves as soon as it is coded.
+        obj.set_latency(gst::ClockTime::ZERO, Some(gst::ClockTime::ZERO));
+        Ok(())
+    }
+
+    fn flush(&self) -> bool {
+        // After a flush the next frame starts a new GOP.
+        if let Some(state) = self.state.lock().as_mut() {
+            state.session.restart_gop();
+        }
+        true
+    }
+
+    fn finish(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // Nothing is held back: each frame was pushed when it was coded.
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn handle_frame(&self, mut frame: gst_video::VideoCodecFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut guard = self.state.lock();
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
+        let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(input, &state.video_info).map_err(|_| {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map input frame"]);
+            gst::FlowError::Error
+        })?;
+        let force = frame.flags().contains(gst_video::VideoCodecFrameFlags::FORCE_KEYFRAME);
+        let encoded = frame_to_tensor(&vframe).and_then(|t| state.session.encode(&t, force));
+        drop(vframe);
+        let encoded = match encoded {
+            Ok(e) => e,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Encode, ["Encoding failed: {e:#}"]);
+                return Err(gst::FlowError::Error);
+            }
+        };
+        drop(guard);
+        gst::trace!(
+            CAT,
+            imp = self,
+            "frame {} {:?}: {} bytes",
+            encoded.frame_number,
+            encoded.frame_type,
+            encoded.data.len()
+        );
+        if encoded.frame_type == FrameType::Intra {
+            frame.set_flags(gst_video::VideoCodecFrameFlags::SYNC_POINT);
+        }
+        frame.set_output_buffer(gst::Buffer::from_mut_slice(encoded.data));
+        self.obj().finish_frame(frame)
+    }
+}

@@ -1,0 +1,173 @@
+//! Stage 1: the conditional codec (intra, motion and contextual modules) on the frozen
+//! autoencoder's latent. One stage covers DiffVC's Table 2 stages 1–7 in compressed form:
+//! a motion-alignment warm-up term that fades out, then joint rate–distortion over a
+//! cascade of P-frames after an I-frame, at a random QP per step (variable rate in one
+//! model through the learned q_enc/q_dec).
+
+use super::{restore_weights, store_weights, Rng, TrainingClips};
+use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
+use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
+use crate::model::gvc::GvcModel;
+use crate::model::layers::flow_warp;
+use crate::model::{LatentAutoencoder, ModelConfig};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct Options {
+    pub model_dir: PathBuf,
+    pub steps: i64,
+    pub batch: usize,
+    pub crop: i64,
+    /// Frames per training sequence (one I-frame, then P-frames).
+    pub frames: i64,
+    pub lr: f64,
+    pub seed: u64,
+    pub minutes: Option<f64>,
+}
+
+/// Rate of a (code, z) pair and the decoder-side code: noisy values for the rate,
+/// straight-through rounding for what the synthesis sees.
+fn code_with_hyperprior(
+    hyper: &Hyperprior,
+    code: &Tensor,
+    params: impl Fn(&Tensor) -> (Tensor, Tensor),
+) -> (Tensor, Tensor) {
+    let z = hyper.analysis(code);
+    let z_bits = hyper.z_bits(&noisy(&z));
+    let (mean, scale) = params(&ste_round(&z));
+    let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + z_bits;
+    let code_hat = ste_round(&(code - &mean)) + &mean;
+    (code_hat, bits)
+}
+
+struct Nets {
+    intra: IntraCodec,
+    motion: MotionCodec,
+    contextual: ContextualCodec,
+}
+
+pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
+    let device = Device::cuda_if_available();
+    let cfg = ModelConfig::load(&opt.model_dir)?;
+    let weights = opt.model_dir.join("weights.safetensors");
+    let progress_file = opt.model_dir.join("checkpoints/codec.step");
+    std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
+    tch::manual_seed(opt.seed as i64);
+
+    let mut ae_vs = nn::VarStore::new(device);
+    let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
+    anyhow::ensure!(restore_weights(&mut ae_vs, &weights)? > 0, "train the autoencoder stage first");
+    ae_vs.freeze();
+    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+
+    let mut vs = nn::VarStore::new(device);
+    let latent = cfg.autoencoder.latent_channels;
+    let nets = Nets {
+        intra: IntraCodec::new(vs.root() / "intra", latent, &cfg.codec),
+        motion: MotionCodec::new(vs.root() / "motion", &cfg.codec),
+        contextual: ContextualCodec::new(vs.root() / "contextual", latent, &cfg.codec),
+    };
+    let restored = restore_weights(&mut vs, &weights)?;
+    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if restored == 0 {
+        step = 0;
+    }
+    eprintln!("[codec] {restored} tensors restored, resuming at step {step}");
+    let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
+    let mut rng = Rng::new(opt.seed ^ (step as u64).wrapping_mul(31));
+    let started = Instant::now();
+    let nq = cfg.codec.num_qps as usize;
+    // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count).
+    let mut window = vec![[0.0f64; 5]; nq];
+    let mut last_log = Instant::now();
+    let mut logged_steps = 0;
+    while step < opt.steps {
+        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
+            eprintln!("[codec] time budget reached");
+            break;
+        }
+        let progress = step as f64 / opt.steps as f64;
+        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+        let qp = rng.below(nq as u64) as i64;
+        let lambda = cfg.codec.lambdas[qp as usize];
+        let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
+        let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
+        let (ys, flows) = tch::no_grad(|| {
+            let ys: Vec<Tensor> = (0..opt.frames).map(|t| ae.encoder.encode(&seq.select(1, t))).collect();
+            let flows: Vec<Tensor> =
+                (1..opt.frames).map(|t| spynet.latent_flow(&seq.select(1, t), &seq.select(1, t - 1))).collect();
+            (ys, flows)
+        });
+
+        // I-frame.
+        let code = nets.intra.analysis(&ys[0], qp);
+        let (ch, cw) = (code.size()[2], code.size()[3]);
+        let (code_hat, bits) = code_with_hyperprior(&nets.intra.hyper, &code, |z| nets.intra.entropy_params(z, ch, cw));
+        let mut y_hat = nets.intra.synthesis(&code_hat, qp);
+        let mut prev_code = code_hat;
+        let mse_i = (&y_hat - &ys[0]).square().mean(Kind::Float);
+        let bpp_i = &bits / pixels;
+        let mut loss = &mse_i * lambda + &bpp_i;
+        let (mut bpp_p, mut mse_p) = (0.0, 0.0);
+        // P-frames, cascaded: each predicts from the previous reconstruction.
+        let warmup = (1.0 - progress / 0.2).max(0.0);
+        for t in 1..opt.frames as usize {
+            let mv = nets.motion.analysis(&flows[t - 1], qp);
+            let (mv_hat, mv_bits) =
+                code_with_hyperprior(&nets.motion.hyper, &mv, |z| nets.motion.entropy_params(z, ch, cw));
+            let flow_hat = nets.motion.synthesis(&mv_hat, qp);
+            let ctx = nets.contextual.temporal_context(&y_hat, &flow_hat);
+            let code = nets.contextual.analysis(&ys[t], &ctx, qp);
+            let (code_hat, bits) = code_with_hyperprior(&nets.contextual.hyper, &code, |z| {
+                nets.contextual.entropy_params(z, &ctx, &prev_code)
+            });
+            y_hat = nets.contextual.synthesis(&code_hat, &ctx, qp);
+            prev_code = code_hat;
+            let mse = (&y_hat - &ys[t]).square().mean(Kind::Float);
+            let bpp = (bits + mv_bits) / pixels;
+            // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous latent.
+            let align = (flow_warp(&ys[t - 1], &flow_hat) - &ys[t]).square().mean(Kind::Float);
+            loss = loss + &mse * lambda + &bpp + align * (lambda * warmup);
+            bpp_p += bpp.double_value(&[]);
+            mse_p += mse.double_value(&[]);
+        }
+        optim.backward_step_clip_norm(&loss, 1.0);
+        step += 1;
+        let w = &mut window[qp as usize];
+        let np = (opt.frames - 1) as f64;
+        w[0] += bpp_i.double_value(&[]);
+        w[1] += bpp_p / np;
+        w[2] += mse_i.double_value(&[]);
+        w[3] += mse_p / np;
+        w[4] += 1.0;
+        logged_steps += 1;
+        if step % 50 == 0 || step == opt.steps {
+            let mut line = format!("[codec] step {step}/{}", opt.steps);
+            for (q, w) in window.iter().enumerate() {
+                if w[4] > 0.0 {
+                    line += &format!(
+                        " | qp{q}: I {:.3} bpp mse {:.4}, P {:.3} bpp mse {:.4}",
+                        w[0] / w[4],
+                        w[1] / w[4],
+                        w[2] / w[4],
+                        w[3] / w[4]
+                    );
+                }
+            }
+            eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged_steps as f64);
+            window = vec![[0.0; 5]; nq];
+            last_log = Instant::now();
+            logged_steps = 0;
+        }
+        if step % 200 == 0 {
+            store_weights(&vs, &weights)?;
+            std::fs::write(&progress_file, step.to_string())?;
+        }
+    }
+    store_weights(&vs, &weights)?;
+    std::fs::write(&progress_file, step.to_string())?;
+    Ok(())
+}
