@@ -1,7 +1,8 @@
 //! Trains gvc's own networks on the CPU (or a GPU when libtorch sees one), stage by stage.
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
-//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`, `diffusion`.
+//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`, `diffusion`, then
+//! `export` writes the f16 `weights.safetensors` that inference loads.
 //! Training resumes from the weights and step counter in the model folder.
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,9 @@ fn main() -> Result<()> {
     tch::set_num_interop_threads(1);
     let model_dir = PathBuf::from(get("model-dir", "models/gvc-small"));
     let minutes = kv.get("minutes").map(|m| m.parse()).transpose()?;
+    if stage == "export" {
+        return training::export(&model_dir);
+    }
     let data = TrainingClips::load()?;
     match stage.as_str() {
         "autoencoder" => training::autoencoder::train(
@@ -55,6 +59,18 @@ fn main() -> Result<()> {
                 frames: get("frames", "3").parse()?,
                 lr: get("lr", "2e-4").parse()?,
                 seed: get("seed", "2").parse()?,
+                minutes,
+            },
+        ),
+        "diffusion" => training::diffusion::train(
+            &data,
+            &training::diffusion::Options {
+                model_dir,
+                steps: get("steps", "3000").parse()?,
+                batch: get("batch", "8").parse()?,
+                crop: get("crop", "128").parse()?,
+                lr: get("lr", "2e-4").parse()?,
+                seed: get("seed", "3").parse()?,
                 minutes,
             },
         ),

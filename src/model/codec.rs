@@ -5,6 +5,7 @@
 
 use super::entropy_model::Hyperprior;
 use super::layers::{conv, flow_warp, ResBlock, SubpelConv};
+use crate::codec::entropy::{SCALE_MAX, SCALE_MIN};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -59,10 +60,11 @@ impl QuantScales {
     }
 }
 
-/// Entropy parameters (μ, σ) as 2·code channels split in half.
+/// Entropy parameters (μ, σ) as 2·code channels split in half; log σ is bounded to the
+/// coder's scale table so training cannot run into overflow.
 pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
     let c = p.size()[1] / 2;
-    (p.narrow(1, 0, c), p.narrow(1, c, c).exp())
+    (p.narrow(1, 0, c), p.narrow(1, c, c).clamp(SCALE_MIN.ln(), SCALE_MAX.ln()).exp())
 }
 
 #[derive(Debug)]

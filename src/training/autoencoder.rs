@@ -30,7 +30,7 @@ pub struct Options {
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.model_dir)?;
-    let weights = opt.model_dir.join("weights.safetensors");
+    let weights = super::checkpoint_file(&opt.model_dir);
     let progress_file = opt.model_dir.join("checkpoints/autoencoder.step");
     std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
     tch::manual_seed(opt.seed as i64);

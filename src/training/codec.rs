@@ -9,6 +9,7 @@ use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
 use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
+use crate::model::spynet::SpyNet;
 use crate::model::{LatentAutoencoder, ModelConfig};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -28,31 +29,120 @@ pub struct Options {
     pub minutes: Option<f64>,
 }
 
-/// Rate of a (code, z) pair and the decoder-side code: noisy values for the rate,
-/// straight-through rounding for what the synthesis sees.
+/// How the codes are quantized in a training forward pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// Rate on noisy values, straight-through rounding for the synthesis (training).
+    Train,
+    /// Hard rounding around the mean exactly as the entropy coder does (inference).
+    Hard,
+}
+
+/// Rate of a (code, z) pair and the decoder-side code.
 fn code_with_hyperprior(
     hyper: &Hyperprior,
     code: &Tensor,
+    quant: Quantization,
     params: impl Fn(&Tensor) -> (Tensor, Tensor),
 ) -> (Tensor, Tensor) {
     let z = hyper.analysis(code);
-    let z_bits = hyper.z_bits(&noisy(&z));
-    let (mean, scale) = params(&ste_round(&z));
-    let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + z_bits;
-    let code_hat = ste_round(&(code - &mean)) + &mean;
-    (code_hat, bits)
+    match quant {
+        Quantization::Train => {
+            let z_bits = hyper.z_bits(&noisy(&z));
+            let (mean, scale) = params(&ste_round(&z));
+            let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + z_bits;
+            (ste_round(&(code - &mean)) + &mean, bits)
+        }
+        Quantization::Hard => {
+            let z_hat = z.round();
+            let (mean, scale) = params(&z_hat);
+            let code_hat = (code - &mean).round() + &mean;
+            let bits = gaussian_bits(&code_hat, &mean, &scale).sum(Kind::Float) + hyper.z_bits(&z_hat);
+            (code_hat, bits)
+        }
+    }
 }
 
-struct Nets {
-    intra: IntraCodec,
-    motion: MotionCodec,
-    contextual: ContextualCodec,
+/// The codec's trainable networks (names as in `GvcModel`).
+pub struct CodecNets {
+    pub intra: IntraCodec,
+    pub motion: MotionCodec,
+    pub contextual: ContextualCodec,
+}
+
+impl CodecNets {
+    pub fn new(root: &nn::Path, cfg: &ModelConfig) -> Self {
+        let latent = cfg.autoencoder.latent_channels;
+        Self {
+            intra: IntraCodec::new(root / "intra", latent, &cfg.codec),
+            motion: MotionCodec::new(root / "motion", &cfg.codec),
+            contextual: ContextualCodec::new(root / "contextual", latent, &cfg.codec),
+        }
+    }
+}
+
+/// One coded frame of a training sequence.
+pub struct CodedFrame {
+    pub y_hat: Tensor,
+    pub bits: Tensor,
+    /// C̄⁰ of P-frames (None for the I-frame).
+    pub c0: Option<Tensor>,
+    /// Motion-alignment error of P-frames: ‖warp(y_{t−1}, m̂) − y_t‖².
+    pub align: Option<Tensor>,
+}
+
+/// Codes latents `ys` (I-frame then cascaded P-frames) with latent-grid flows `flows`.
+pub fn code_sequence(
+    nets: &CodecNets,
+    ys: &[Tensor],
+    flows: &[Tensor],
+    qp: i64,
+    quant: Quantization,
+) -> Vec<CodedFrame> {
+    let code = nets.intra.analysis(&ys[0], qp);
+    let (ch, cw) = (code.size()[2], code.size()[3]);
+    let (code_hat, bits) =
+        code_with_hyperprior(&nets.intra.hyper, &code, quant, |z| nets.intra.entropy_params(z, ch, cw));
+    let mut y_hat = nets.intra.synthesis(&code_hat, qp);
+    let mut prev_code = code_hat;
+    let mut out = vec![CodedFrame { y_hat: y_hat.shallow_clone(), bits, c0: None, align: None }];
+    for t in 1..ys.len() {
+        let mv = nets.motion.analysis(&flows[t - 1], qp);
+        let (mv_hat, mv_bits) =
+            code_with_hyperprior(&nets.motion.hyper, &mv, quant, |z| nets.motion.entropy_params(z, ch, cw));
+        let flow_hat = nets.motion.synthesis(&mv_hat, qp);
+        let ctx = nets.contextual.temporal_context(&y_hat, &flow_hat);
+        let code = nets.contextual.analysis(&ys[t], &ctx, qp);
+        let (code_hat, bits) = code_with_hyperprior(&nets.contextual.hyper, &code, quant, |z| {
+            nets.contextual.entropy_params(z, &ctx, &prev_code)
+        });
+        y_hat = nets.contextual.synthesis(&code_hat, &ctx, qp);
+        prev_code = code_hat;
+        let align = (flow_warp(&ys[t - 1], &flow_hat) - &ys[t]).square().mean(Kind::Float);
+        out.push(CodedFrame {
+            y_hat: y_hat.shallow_clone(),
+            bits: bits + mv_bits,
+            c0: Some(ctx.c0),
+            align: Some(align),
+        });
+    }
+    out
+}
+
+/// Latents and latent-grid flows of a batch of sequences (B, L, 3, H, W).
+pub fn analyse_sequences(ae: &LatentAutoencoder, spynet: &SpyNet, seq: &Tensor) -> (Vec<Tensor>, Vec<Tensor>) {
+    tch::no_grad(|| {
+        let len = seq.size()[1];
+        let ys = (0..len).map(|t| ae.encoder.encode(&seq.select(1, t))).collect();
+        let flows = (1..len).map(|t| spynet.latent_flow(&seq.select(1, t), &seq.select(1, t - 1))).collect();
+        (ys, flows)
+    })
 }
 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.model_dir)?;
-    let weights = opt.model_dir.join("weights.safetensors");
+    let weights = super::checkpoint_file(&opt.model_dir);
     let progress_file = opt.model_dir.join("checkpoints/codec.step");
     std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
     tch::manual_seed(opt.seed as i64);
@@ -64,12 +154,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
 
     let mut vs = nn::VarStore::new(device);
-    let latent = cfg.autoencoder.latent_channels;
-    let nets = Nets {
-        intra: IntraCodec::new(vs.root() / "intra", latent, &cfg.codec),
-        motion: MotionCodec::new(vs.root() / "motion", &cfg.codec),
-        contextual: ContextualCodec::new(vs.root() / "contextual", latent, &cfg.codec),
-    };
+    let nets = CodecNets::new(&vs.root(), &cfg);
     let restored = restore_weights(&mut vs, &weights)?;
     let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     if restored == 0 {
@@ -95,52 +180,37 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let lambda = cfg.codec.lambdas[qp as usize];
         let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
         let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
-        let (ys, flows) = tch::no_grad(|| {
-            let ys: Vec<Tensor> = (0..opt.frames).map(|t| ae.encoder.encode(&seq.select(1, t))).collect();
-            let flows: Vec<Tensor> =
-                (1..opt.frames).map(|t| spynet.latent_flow(&seq.select(1, t), &seq.select(1, t - 1))).collect();
-            (ys, flows)
-        });
-
-        // I-frame.
-        let code = nets.intra.analysis(&ys[0], qp);
-        let (ch, cw) = (code.size()[2], code.size()[3]);
-        let (code_hat, bits) = code_with_hyperprior(&nets.intra.hyper, &code, |z| nets.intra.entropy_params(z, ch, cw));
-        let mut y_hat = nets.intra.synthesis(&code_hat, qp);
-        let mut prev_code = code_hat;
-        let mse_i = (&y_hat - &ys[0]).square().mean(Kind::Float);
-        let bpp_i = &bits / pixels;
-        let mut loss = &mse_i * lambda + &bpp_i;
-        let (mut bpp_p, mut mse_p) = (0.0, 0.0);
-        // P-frames, cascaded: each predicts from the previous reconstruction.
+        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let coded = code_sequence(&nets, &ys, &flows, qp, Quantization::Train);
+        // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous
+        // latent; it fades out over the first 20 % of training.
         let warmup = (1.0 - progress / 0.2).max(0.0);
-        for t in 1..opt.frames as usize {
-            let mv = nets.motion.analysis(&flows[t - 1], qp);
-            let (mv_hat, mv_bits) =
-                code_with_hyperprior(&nets.motion.hyper, &mv, |z| nets.motion.entropy_params(z, ch, cw));
-            let flow_hat = nets.motion.synthesis(&mv_hat, qp);
-            let ctx = nets.contextual.temporal_context(&y_hat, &flow_hat);
-            let code = nets.contextual.analysis(&ys[t], &ctx, qp);
-            let (code_hat, bits) = code_with_hyperprior(&nets.contextual.hyper, &code, |z| {
-                nets.contextual.entropy_params(z, &ctx, &prev_code)
-            });
-            y_hat = nets.contextual.synthesis(&code_hat, &ctx, qp);
-            prev_code = code_hat;
-            let mse = (&y_hat - &ys[t]).square().mean(Kind::Float);
-            let bpp = (bits + mv_bits) / pixels;
-            // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous latent.
-            let align = (flow_warp(&ys[t - 1], &flow_hat) - &ys[t]).square().mean(Kind::Float);
-            loss = loss + &mse * lambda + &bpp + align * (lambda * warmup);
-            bpp_p += bpp.double_value(&[]);
-            mse_p += mse.double_value(&[]);
+        let mut loss = Tensor::zeros([], (Kind::Float, device));
+        let (mut bpp_i, mut mse_i, mut bpp_p, mut mse_p) = (0.0, 0.0, 0.0, 0.0);
+        for (t, f) in coded.iter().enumerate() {
+            let mse = (&f.y_hat - &ys[t]).square().mean(Kind::Float);
+            let bpp = &f.bits / pixels;
+            loss = loss + &mse * lambda + &bpp;
+            if let Some(align) = &f.align {
+                loss = loss + align * (lambda * warmup);
+                bpp_p += bpp.double_value(&[]);
+                mse_p += mse.double_value(&[]);
+            } else {
+                bpp_i = bpp.double_value(&[]);
+                mse_i = mse.double_value(&[]);
+            }
+        }
+        if !loss.double_value(&[]).is_finite() {
+            eprintln!("[codec] step {step}: non-finite loss at qp {qp}, batch skipped");
+            continue;
         }
         optim.backward_step_clip_norm(&loss, 1.0);
         step += 1;
         let w = &mut window[qp as usize];
         let np = (opt.frames - 1) as f64;
-        w[0] += bpp_i.double_value(&[]);
+        w[0] += bpp_i;
         w[1] += bpp_p / np;
-        w[2] += mse_i.double_value(&[]);
+        w[2] += mse_i;
         w[3] += mse_p / np;
         w[4] += 1.0;
         logged_steps += 1;

@@ -4,6 +4,7 @@
 
 pub mod autoencoder;
 pub mod codec;
+pub mod diffusion;
 
 use crate::clips::{clip_dir, load_clip, Clip};
 use anyhow::{ensure, Context, Result};
@@ -93,6 +94,22 @@ impl TrainingClips {
             })
             .collect()
     }
+}
+
+/// Full-precision training state of a model folder (not committed; `export` writes the
+/// half-precision `weights.safetensors` from it).
+pub fn checkpoint_file(model_dir: &Path) -> std::path::PathBuf {
+    model_dir.join("checkpoints/train.safetensors")
+}
+
+/// Writes `weights.safetensors` (f16, what inference loads and the model id hashes) from
+/// the training checkpoint.
+pub fn export(model_dir: &Path) -> Result<()> {
+    let mut entries = Tensor::read_safetensors(checkpoint_file(model_dir))?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let entries: Vec<(String, Tensor)> = entries.into_iter().map(|(k, v)| (k, v.to_kind(Kind::Half))).collect();
+    Tensor::write_safetensors(&entries, model_dir.join("weights.safetensors"))?;
+    Ok(())
 }
 
 /// Writes the variables of `vs` into the model's weights file, keeping every other entry.

@@ -1,0 +1,131 @@
+//! Stage 2: the latent denoiser and its control branch (DiffVC Table 2, stage 8), on
+//! latents decoded by the frozen codec at every QP, with the QP prompt. ε-prediction
+//! (MSE) on z_n built from the clean latent y, conditioned on ŷ and C̄⁰ (zeros for
+//! I-frames). Only timesteps up to the decoder's start step N are trained: sampling
+//! never starts above it.
+
+use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
+use super::{checkpoint_file, restore_weights, store_weights, Rng, TrainingClips};
+use crate::diffusion::NoiseSchedule;
+use crate::model::denoiser::Denoiser;
+use crate::model::gvc::GvcModel;
+use crate::model::{LatentAutoencoder, ModelConfig};
+use anyhow::{ensure, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct Options {
+    pub model_dir: PathBuf,
+    pub steps: i64,
+    pub batch: usize,
+    pub crop: i64,
+    pub lr: f64,
+    pub seed: u64,
+    pub minutes: Option<f64>,
+}
+
+pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
+    let device = Device::cuda_if_available();
+    let mut cfg = ModelConfig::load(&opt.model_dir)?;
+    let weights = checkpoint_file(&opt.model_dir);
+    let progress_file = opt.model_dir.join("checkpoints/diffusion.step");
+    tch::manual_seed(opt.seed as i64);
+
+    let mut frozen = nn::VarStore::new(device);
+    let ae = LatentAutoencoder::new(frozen.root() / "autoencoder", &cfg.autoencoder);
+    let codec = CodecNets::new(&frozen.root(), &cfg);
+    ensure!(restore_weights(&mut frozen, &weights)? == frozen.len(), "train the autoencoder and codec stages first");
+    frozen.freeze();
+    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let mut rng = Rng::new(opt.seed);
+
+    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if step == 0 {
+        // Bring the latent to unit variance for the noise schedule (SD's 0.18215 analogue).
+        let x = data.sample(&mut rng, 32, 1, opt.crop)?.squeeze_dim(1).to_device(device);
+        let y = tch::no_grad(|| ae.encoder.encode(&x));
+        cfg.denoiser.latent_scale = 1.0 / y.std(true).double_value(&[]);
+        cfg.save(&opt.model_dir)?;
+        eprintln!("[diffusion] latent scale {:.4}", cfg.denoiser.latent_scale);
+    }
+    let scale = cfg.denoiser.latent_scale;
+    let schedule = NoiseSchedule::new(&cfg.denoiser);
+
+    let mut vs = nn::VarStore::new(device);
+    let latent = cfg.autoencoder.latent_channels;
+    let denoiser = Denoiser::new(vs.root() / "denoiser", latent, cfg.codec.context, &cfg.denoiser);
+    if restore_weights(&mut vs, &weights)? == 0 {
+        step = 0;
+    }
+    eprintln!("[diffusion] resuming at step {step}");
+    let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
+    let nq = cfg.codec.num_qps as usize;
+    let mut window = vec![(0.0f64, 0usize); nq];
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut logged = 0;
+    while step < opt.steps {
+        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
+            eprintln!("[diffusion] time budget reached");
+            break;
+        }
+        let progress = step as f64 / opt.steps as f64;
+        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+        let qp = rng.below(nq as u64) as i64;
+        let seq = data.sample(&mut rng, opt.batch, 2, opt.crop)?.to_device(device);
+        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let coded = tch::no_grad(|| code_sequence(&codec, &ys, &flows, qp, Quantization::Hard));
+        let c0_i = coded[1].c0.as_ref().unwrap().zeros_like();
+        let y = Tensor::cat(&[&ys[0], &ys[1]], 0) * scale;
+        let y_hat = Tensor::cat(&[&coded[0].y_hat, &coded[1].y_hat], 0) * scale;
+        let c0 = Tensor::cat(&[&c0_i, coded[1].c0.as_ref().unwrap()], 0);
+        let n = y.size()[0];
+        let ratio_i = codec.intra.scales.prompt(qp);
+        let ratio_p = codec.contextual.scales.prompt(qp);
+        let ratio = Tensor::cat(
+            &[
+                Tensor::full([n / 2], ratio_i, (Kind::Float, device)),
+                Tensor::full([n / 2], ratio_p, (Kind::Float, device)),
+            ],
+            0,
+        );
+        let t: Vec<i64> = (0..n).map(|_| 1 + rng.below(cfg.denoiser.start_step as u64) as i64).collect();
+        let ab: Vec<f32> = t.iter().map(|&t| schedule.alpha_bar(t as usize) as f32).collect();
+        let ab = Tensor::from_slice(&ab).to_device(device).view([n, 1, 1, 1]);
+        let eps = y.randn_like();
+        let z = &y * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+        let t = Tensor::from_slice(&t).to_device(device);
+        let pred = denoiser.forward(&z, &t, &y_hat, &c0, &ratio);
+        let loss = (pred - eps).square().mean(Kind::Float);
+        if !loss.double_value(&[]).is_finite() {
+            eprintln!("[diffusion] step {step}: non-finite loss at qp {qp}, batch skipped");
+            continue;
+        }
+        optim.backward_step_clip_norm(&loss, 1.0);
+        step += 1;
+        window[qp as usize].0 += loss.double_value(&[]);
+        window[qp as usize].1 += 1;
+        logged += 1;
+        if step % 50 == 0 || step == opt.steps {
+            let mut line = format!("[diffusion] step {step}/{} ε-mse", opt.steps);
+            for (q, (sum, count)) in window.iter().enumerate() {
+                if *count > 0 {
+                    line += &format!(" qp{q} {:.4}", sum / *count as f64);
+                }
+            }
+            eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged as f64);
+            window = vec![(0.0, 0); nq];
+            last_log = Instant::now();
+            logged = 0;
+        }
+        if step % 200 == 0 {
+            store_weights(&vs, &weights)?;
+            std::fs::write(&progress_file, step.to_string())?;
+        }
+    }
+    store_weights(&vs, &weights)?;
+    std::fs::write(&progress_file, step.to_string())?;
+    Ok(())
+}
