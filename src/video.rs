@@ -40,7 +40,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
 
 /// Loaded models shared by every element instance in the process, per folder and device.
 pub fn shared_model(name_or_path: &str, device: Device) -> Result<Arc<GvcModel>> {
-    static MODELS: Lazy<Mutex<HashMap<(std::path::PathBuf, String), Arc<GvcModel>>>> = Lazy::new(Default::default);
+    type Key = (std::path::PathBuf, String);
+    static MODELS: Lazy<Mutex<HashMap<Key, Arc<GvcModel>>>> = Lazy::new(Default::default);
     let dir = GvcModel::resolve(name_or_path)?;
     let key = (dir.clone(), format!("{device:?}"));
     let mut models = MODELS.lock();

@@ -52,6 +52,8 @@ fn per_channel_indices(channel_indices: &[u8], shape: &[i64]) -> Vec<u8> {
         .collect()
 }
 
+const MAX_SYMBOL: f64 = (1 << 20) as f64;
+
 /// Quantizes `x` around `mean`, codes it, returns the reconstruction `round(x − μ) + μ`.
 fn encode_tensor(
     gc: &GaussianConditional,
@@ -60,7 +62,9 @@ fn encode_tensor(
     mean: &Tensor,
     indices: &[u8],
 ) -> Result<Tensor> {
-    let q = (x - mean).round();
+    // Clamped well inside what the escape code allows; NaN/inf (only an untrained network
+    // makes them) become in-range symbols too, so every stream stays decodable.
+    let q = (x - mean).round().nan_to_num(0.0, MAX_SYMBOL, -MAX_SYMBOL).clamp(-MAX_SYMBOL, MAX_SYMBOL);
     let symbols: Vec<i32> = Vec::try_from(q.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Int)).unwrap();
     gc.encode(enc, &symbols, indices)?;
     Ok(q + mean)

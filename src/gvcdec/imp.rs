@@ -208,8 +208,9 @@ impl GvcDec {
 
 impl VideoDecoderImpl for GvcDec {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        // The model loads with the first frame, so properties set after start still apply.
         *self.state.lock() = None;
-        self.ensure_session()
+        Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
@@ -233,6 +234,10 @@ impl VideoDecoderImpl for GvcDec {
     }
 
     fn handle_frame(&self, mut frame: gst_video::VideoCodecFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if let Err(e) = self.ensure_session() {
+            self.post_error_message(e);
+            return Err(gst::FlowError::Error);
+        }
         let input = frame.input_buffer_owned().ok_or(gst::FlowError::Error)?;
         let map = input.map_readable().map_err(|_| gst::FlowError::Error)?;
         let mut guard = self.state.lock();

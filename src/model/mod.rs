@@ -43,6 +43,34 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// A tiny architecture for plumbing tests with random weights (fast on any CPU).
+    pub fn tiny_for_tests() -> Self {
+        Self {
+            name: "tiny-random".into(),
+            autoencoder: AutoencoderConfig { channels: [8, 8, 16, 16], latent_channels: 4 },
+            codec: CodecConfig {
+                hidden: 16,
+                code: 8,
+                hyper: 8,
+                context: 8,
+                motion_code: 8,
+                num_qps: 4,
+                lambdas: vec![64.0, 16.0, 4.0, 1.0],
+            },
+            denoiser: DenoiserConfig {
+                channels: [8, 16],
+                embed: 16,
+                train_steps: 1000,
+                beta_start: 1e-4,
+                beta_end: 0.02,
+                start_step: 300,
+                latent_scale: 1.0,
+            },
+        }
+    }
+}
+
 /// FNV-1a 64 of the weights file: the model id written into every sequence header.
 pub fn model_id_of_file(path: &Path) -> Result<u64> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

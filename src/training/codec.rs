@@ -192,7 +192,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             let bpp = &f.bits / pixels;
             loss = loss + &mse * lambda + &bpp;
             if let Some(align) = &f.align {
-                loss = loss + align * (lambda * warmup);
+                loss += align * (lambda * warmup);
                 bpp_p += bpp.double_value(&[]);
                 mse_p += mse.double_value(&[]);
             } else {

@@ -52,7 +52,7 @@ impl CdfTable {
         let mut acc = 0u32;
         cdf.push(0);
         for &f in freq {
-            acc = acc.checked_add(f).unwrap_or(u32::MAX);
+            acc = acc.saturating_add(f);
             cdf.push(acc);
         }
         ensure!(acc == TOTAL, "CDF frequencies sum to {acc}, not {TOTAL}");

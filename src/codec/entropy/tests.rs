@@ -32,7 +32,7 @@ fn gaussian_round_trip_random_streams() {
             .iter()
             .map(|&i| {
                 // Mostly in-distribution values, some far outliers to exercise the escape.
-                if rng.next_u64() % 50 == 0 {
+                if rng.next_u64().is_multiple_of(50) {
                     (rng.next_u64() % 200_000) as i32 - 100_000
                 } else {
                     (rng.gaussian() * scale_of_index(i as usize)).round() as i32
