@@ -345,6 +345,8 @@ pub struct DecoderSession {
     /// Element overrides of DS and D (bounded by the stream's values).
     pub diffusion_steps: Option<u8>,
     pub independent_steps: Option<u8>,
+    /// Benchmarks only: condition the denoiser on this QP's prompt instead of the frame's.
+    pub prompt_qp: Option<u8>,
 }
 
 impl DecoderSession {
@@ -359,6 +361,7 @@ impl DecoderSession {
             buffer: DiffusionBuffer::default(),
             diffusion_steps: None,
             independent_steps: None,
+            prompt_qp: None,
         }
     }
 
@@ -435,18 +438,26 @@ impl DecoderSession {
             None => Tensor::zeros([1, m.config.codec.context, ch / 8, cw / 8], (Kind::Float, m.device)),
         };
         let plan = SamplingPlan { steps: ds, independent: d, seed: packet.noise_seed as u64, use_buffer: !intra };
-        let ratio = if intra { m.intra.scales.prompt(qp) } else { m.contextual.scales.prompt(qp) };
-        let (z0, stats) = diffusion::sample(
-            &m.denoiser,
-            &self.schedule,
-            m.config.denoiser.start_step,
-            &m.to_diffusion_space(&latent),
-            &c0,
-            ratio,
-            &plan,
-            &mut self.buffer,
-        );
-        let picture = m.autoencoder.decoder.decode(&m.from_diffusion_space(&z0)).clamp(0.0, 1.0);
+        let prompt_qp = self.prompt_qp.map_or(qp, |q| (q as i64).min(m.config.codec.num_qps - 1));
+        let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
+        // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
+        // round trip through the diffusion scaling).
+        let (output_latent, stats) = if ds == 0 {
+            (latent.shallow_clone(), SamplingStats::default())
+        } else {
+            let (z0, stats) = diffusion::sample(
+                &m.denoiser,
+                &self.schedule,
+                m.config.denoiser.start_step,
+                &m.to_diffusion_space(&latent),
+                &c0,
+                ratio,
+                &plan,
+                &mut self.buffer,
+            );
+            (m.from_diffusion_space(&z0), stats)
+        };
+        let picture = m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0);
         self.reference = Some(Reference { latent, code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),

@@ -28,7 +28,9 @@ pub struct CodecConfig {
     pub lambdas: Vec<f64>,
 }
 
-/// Per-QP, per-channel quantization scales (DCVC-DC's q_enc / q_dec).
+/// Per-QP, per-channel quantization scales as in DCVC-DC: the encoder multiplies its
+/// features by q_enc, the decoder by q_dec. They start at 1/step and step for a geometric
+/// ladder of step sizes, so q_enc/q_dec (the QP prompt) starts monotone in the QP.
 #[derive(Debug)]
 pub struct QuantScales {
     pub q_enc: Tensor,
@@ -37,12 +39,10 @@ pub struct QuantScales {
 
 impl QuantScales {
     fn new(p: nn::Path, num_qps: i64, channels: i64) -> Self {
-        // Geometric initial spread: higher QP index → coarser quantization.
-        let init: Vec<f32> = (0..num_qps).map(|i| (0.5 * 2f32.powf(i as f32 * 1.2)).ln()).collect();
-        let base = Tensor::from_slice(&init).view([num_qps, 1]).expand([num_qps, channels], true).contiguous();
-        // q_dec starts at 1 so the ratio q_enc/q_dec (the QP prompt) starts monotone in the QP.
-        let q_enc = p.var_copy("q_enc_log", &base);
-        let q_dec = p.var_copy("q_dec_log", &base.zeros_like());
+        let steps: Vec<f32> = (0..num_qps).map(|i| (0.5 * 2f32.powf(i as f32 * 1.2)).ln()).collect();
+        let base = Tensor::from_slice(&steps).view([num_qps, 1]).expand([num_qps, channels], true).contiguous();
+        let q_enc = p.var_copy("q_enc_log", &(-&base));
+        let q_dec = p.var_copy("q_dec_log", &base);
         Self { q_enc, q_dec }
     }
 
@@ -94,11 +94,11 @@ impl IntraCodec {
         }
     }
 
-    /// Latent y (1/8) → unquantized code (1/16), already divided by q_enc.
+    /// Latent y (1/8) → unquantized code (1/16), already scaled by q_enc.
     pub fn analysis(&self, y: &Tensor, qp: i64) -> Tensor {
         let h = self.enc[0].forward(y).leaky_relu();
         let h = self.enc_res.forward(&h);
-        self.enc[1].forward(&h) / self.scales.enc(qp)
+        self.enc[1].forward(&h) * self.scales.enc(qp)
     }
 
     /// Entropy parameters of the code from the decoded hyper-latent.
@@ -234,7 +234,7 @@ impl ContextualCodec {
         let h = self.enc_in.forward(&Tensor::cat(&[y, &ctx.c0], 1)).leaky_relu();
         let h = self.enc_res.forward(&h);
         let h = self.enc_down.forward(&h).leaky_relu();
-        self.enc_fuse.forward(&Tensor::cat(&[&h, &ctx.c1], 1)) / self.scales.enc(qp)
+        self.enc_fuse.forward(&Tensor::cat(&[&h, &ctx.c1], 1)) * self.scales.enc(qp)
     }
 
     /// (μ, σ) of the code from the hyperprior, C̄¹ and the previous frame's decoded code.

@@ -4,7 +4,7 @@
 //! cross-attention; no package ships CLIP, so the ratio goes through a learned sinusoidal
 //! embedding added to the timestep embedding and applied by FiLM in every residual block.
 
-use super::layers::{conv, zero_conv, SubpelConv};
+use super::layers::{conv, zero_conv, zero_init_conv, SubpelConv};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -44,7 +44,7 @@ impl FilmResBlock {
     fn new(p: nn::Path, cin: i64, cout: i64, embed: i64) -> Self {
         Self {
             conv1: conv(&p / "conv1", cin, cout, 3, 1),
-            conv2: conv(&p / "conv2", cout, cout, 3, 1),
+            conv2: zero_init_conv(&p / "conv2", cout, cout, 3),
             film: nn::linear(&p / "film", embed, 2 * cout, Default::default()),
             skip: (cin != cout).then(|| conv(&p / "skip", cin, cout, 1, 1)),
         }
@@ -103,7 +103,7 @@ impl Denoiser {
             up1: FilmResBlock::new(&p / "up1", 2 * c1, c1, e),
             up_conv: SubpelConv::new(&p / "up_conv", c1, c0),
             up0: FilmResBlock::new(&p / "up0", 2 * c0, c0, e),
-            conv_out: conv(&p / "conv_out", c0, latent, 3, 1),
+            conv_out: zero_init_conv(&p / "conv_out", c0, latent, 3),
             ctrl_in: conv(&c / "conv_in", 2 * latent + context, c0, 3, 1),
             ctrl_down0: FilmResBlock::new(&c / "down0", c0, c0, e),
             ctrl_down_conv: conv(&c / "down_conv", c0, c1, 3, 2),

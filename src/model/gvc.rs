@@ -47,6 +47,8 @@ impl GvcModel {
         let id = model_id_of_file(&weights)?;
         let mut model = Self::build(config, id, device);
         model.vs.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
+        // Weights ship in f16 (half the size); inference runs in f32.
+        model.vs.float();
         model.vs.freeze();
         Ok(model)
     }

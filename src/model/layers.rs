@@ -8,10 +8,21 @@ pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
-/// Conv whose weights start at zero, so a new branch starts as a no-op (ControlNet).
+/// 1×1 conv whose weights start at zero, so a new branch starts as a no-op (ControlNet).
 pub fn zero_conv(p: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { ws_init: nn::Init::Const(0.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
-    nn::conv2d(p, cin, cout, 1, cfg)
+    zero_init_conv(p, cin, cout, 1)
+}
+
+/// Conv starting at zero: residual branches and output layers of the denoiser start as
+/// identity / zero output, which keeps early training stable (as in DDPM's U-Net).
+pub fn zero_init_conv(p: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        padding: k / 2,
+        ws_init: nn::Init::Const(0.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::conv2d(p, cin, cout, k, cfg)
 }
 
 /// 2× up-sampling by sub-pixel convolution.

@@ -103,9 +103,12 @@ pub fn code_sequence(
     let (ch, cw) = (code.size()[2], code.size()[3]);
     let (code_hat, bits) =
         code_with_hyperprior(&nets.intra.hyper, &code, quant, |z| nets.intra.entropy_params(z, ch, cw));
-    let mut y_hat = nets.intra.synthesis(&code_hat, qp);
-    let mut prev_code = code_hat;
-    let mut out = vec![CodedFrame { y_hat: y_hat.shallow_clone(), bits, c0: None, align: None }];
+    let y0 = nets.intra.synthesis(&code_hat, qp);
+    // The intra codec learns from its own loss only (DiffVC's intra codec is a separate,
+    // pretrained image codec): P-frame gradients must not turn ŷ₀ into a feature map.
+    let mut y_hat = y0.detach();
+    let mut prev_code = code_hat.detach();
+    let mut out = vec![CodedFrame { y_hat: y0, bits, c0: None, align: None }];
     for t in 1..ys.len() {
         let mv = nets.motion.analysis(&flows[t - 1], qp);
         let (mv_hat, mv_bits) =

@@ -1,0 +1,147 @@
+//! Evaluation: gvc at every rate point against x264 and x265 (GStreamer, speed-preset
+//! medium, key-int-max = intra period) at a quantizer sweep, on the first frames of real
+//! clips. Prints progress, writes `results.csv` and `results.md` to the output folder.
+//!
+//! `gvc-eval [--frames 32] [--out out/eval] [--model gvc-small] [--clips a,b,…]
+//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265]`
+
+use anyhow::{Context, Result};
+use gstgvc::clips::{clip_dir, load_clip};
+use gstgvc::metrics::{ms_ssim, psnr, LpipsMetric};
+use gstgvc::model::gvc::GvcModel;
+use gstgvc::pipeline::{decode_file, encode_frames};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use tch::Device;
+
+/// Clips and the size they are evaluated at (scaled so every run fits the CPU budget).
+const CLIPS: [(&str, i32, i32); 4] =
+    [("carphone_pristine.mp4", 176, 144), ("bikes.mp4", 320, 136), ("vtest.avi", 384, 288), ("Megamind.avi", 360, 264)];
+
+struct Row {
+    clip: String,
+    codec: String,
+    setting: String,
+    bpp: f64,
+    psnr: f64,
+    ms_ssim: f64,
+    lpips: f64,
+    tlp: f64,
+    enc_fps: f64,
+    dec_fps: f64,
+}
+
+fn main() -> Result<()> {
+    let mut kv = HashMap::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(k) = args.next() {
+        let key = k.strip_prefix("--").with_context(|| format!("unexpected argument {k}"))?.to_string();
+        kv.insert(key, args.next().with_context(|| format!("{k} needs a value"))?);
+    }
+    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let frames: usize = get("frames", "32").parse()?;
+    let out_dir = PathBuf::from(get("out", "out/eval"));
+    let model_dir = GvcModel::resolve(&get("model", &gstgvc::video::default_model()))?;
+    let ds = get("diffusion-steps", "-1");
+    let d = get("independent-steps", "-1");
+    let baselines = get("baselines", "x264,x265");
+    let wanted: Option<Vec<String>> = kv.get("clips").map(|c| c.split(',').map(str::to_string).collect());
+    std::fs::create_dir_all(&out_dir)?;
+    gst::init()?;
+    gstgvc::plugin_register_static()?;
+    let model = GvcModel::load(&model_dir, Device::Cpu)?;
+    let num_qps = model.config.codec.num_qps;
+    drop(model);
+    let lpips = LpipsMetric::new(Device::Cpu)?;
+    let intra_period = 32;
+    let mut rows = Vec::new();
+    for (name, w, h) in CLIPS {
+        if wanted.as_ref().is_some_and(|c| !c.iter().any(|x| x == name)) {
+            continue;
+        }
+        let clip = load_clip(&clip_dir().join(name), Some(frames), Some((w, h)))?;
+        let reference = clip.float_frames(0, clip.len());
+        let n = clip.len();
+        let fps = (clip.fps_n, clip.fps_d);
+        let mut runs: Vec<(String, String, String, String)> = Vec::new();
+        for qp in 0..num_qps {
+            runs.push((
+                "gvc".into(),
+                format!("qp={qp}"),
+                format!("gvcenc model={} qp={qp} intra-period={intra_period}", model_dir.display()),
+                format!("gvcparse ! gvcdec model={} diffusion-steps={ds} independent-steps={d}", model_dir.display()),
+            ));
+        }
+        if baselines.contains("x264") {
+            for q in [50, 46, 42, 38, 34, 30] {
+                runs.push((
+                    "x264".into(),
+                    format!("quantizer={q}"),
+                    format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=quant quantizer={q} ! h264parse"),
+                    "h264parse ! avdec_h264".into(),
+                ));
+            }
+        }
+        if baselines.contains("x265") {
+            for q in [51, 46, 42, 38, 34] {
+                runs.push((
+                    "x265".into(),
+                    format!("qp={q}"),
+                    format!("video/x-raw,format=I420 ! x265enc speed-preset=medium key-int-max={intra_period} qp={q} ! h265parse"),
+                    "h265parse ! avdec_h265".into(),
+                ));
+            }
+        }
+        for (codec, setting, enc, dec) in runs {
+            let file = out_dir.join(format!("{name}.{codec}.{}.bin", setting.replace('=', "")));
+            let enc_time = encode_frames(&clip.frames, fps, &enc, &file)?;
+            let (decoded, dec_time) = decode_file(&file, &dec)?;
+            let bytes = std::fs::metadata(&file)?.len();
+            anyhow::ensure!(decoded.size()[0] == n, "{codec} {setting}: {} of {n} frames decoded", decoded.size()[0]);
+            let row = Row {
+                clip: name.into(),
+                codec: codec.clone(),
+                setting,
+                bpp: bytes as f64 * 8.0 / (n * w as i64 * h as i64) as f64,
+                psnr: psnr(&reference, &decoded),
+                ms_ssim: ms_ssim(&reference, &decoded),
+                lpips: lpips.mean(&reference, &decoded),
+                tlp: lpips.tlp(&reference, &decoded),
+                enc_fps: n as f64 / enc_time,
+                dec_fps: n as f64 / dec_time,
+            };
+            eprintln!(
+                "[eval] {} {} {}: {:.4} bpp, PSNR {:.2}, MS-SSIM {:.4}, LPIPS {:.4}, tLP {:.4}, enc {:.1} fps, dec {:.1} fps",
+                row.clip, row.codec, row.setting, row.bpp, row.psnr, row.ms_ssim, row.lpips, row.tlp, row.enc_fps, row.dec_fps
+            );
+            rows.push(row);
+            std::fs::remove_file(&file).ok();
+        }
+    }
+    write_outputs(&out_dir, &rows, frames)?;
+    Ok(())
+}
+
+fn write_outputs(dir: &std::path::Path, rows: &[Row], frames: usize) -> Result<()> {
+    let mut csv = String::from("clip,codec,setting,bpp,psnr_rgb,ms_ssim,lpips_alex,tlp,encode_fps,decode_fps\n");
+    let mut md = format!(
+        "First {frames} frames per clip, intra period 32; bpp from file bytes.\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        writeln!(
+            csv,
+            "{},{},{},{:.6},{:.3},{:.5},{:.5},{:.5},{:.2},{:.2}",
+            r.clip, r.codec, r.setting, r.bpp, r.psnr, r.ms_ssim, r.lpips, r.tlp, r.enc_fps, r.dec_fps
+        )?;
+        writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} |",
+            r.clip, r.codec, r.setting, r.bpp, r.psnr, r.ms_ssim, r.lpips, r.tlp, r.enc_fps, r.dec_fps
+        )?;
+    }
+    std::fs::write(dir.join("results.csv"), csv)?;
+    std::fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
