@@ -78,7 +78,7 @@ fn main() -> Result<()> {
                 runs.push((
                     "x264".into(),
                     format!("quantizer={q}"),
-                    format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=quant quantizer={q} ! h264parse"),
+                    format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=quant quantizer={q} ! video/x-h264,stream-format=byte-stream ! h264parse"),
                     "h264parse ! avdec_h264".into(),
                 ));
             }
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
                 runs.push((
                     "x265".into(),
                     format!("qp={q}"),
-                    format!("video/x-raw,format=I420 ! x265enc speed-preset=medium key-int-max={intra_period} qp={q} ! h265parse"),
+                    format!("video/x-raw,format=I420 ! x265enc speed-preset=medium key-int-max={intra_period} qp={q} ! video/x-h265,stream-format=byte-stream ! h265parse"),
                     "h265parse ! avdec_h265".into(),
                 ));
             }
