@@ -379,7 +379,8 @@ impl DecoderSession {
     pub fn effective_steps(&self) -> (usize, usize) {
         let Some(h) = &self.header else { return (0, 0) };
         let ds = self.diffusion_steps.map_or(h.diffusion_steps, |v| v.min(h.diffusion_steps)) as usize;
-        let d = self.independent_steps.map_or(h.independent_steps, |v| v.min(h.independent_steps)) as usize;
+        // DS is bounded by the stream; D only by DS (more network steps is the decoder's choice).
+        let d = self.independent_steps.unwrap_or(h.independent_steps) as usize;
         (ds, d.clamp(ds.min(1), ds))
     }
 

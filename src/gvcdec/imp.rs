@@ -71,7 +71,7 @@ impl ObjectImpl for GvcDec {
                     .build(),
                 glib::ParamSpecInt::builder("independent-steps")
                     .nick("Independent steps (D)")
-                    .blurb("Override of the stream's TDIR independent steps, at most the stream's value (-1 = as signalled)")
+                    .blurb("Override of the stream's TDIR independent steps D, at most DS (-1 = as signalled)")
                     .minimum(-1)
                     .maximum(64)
                     .default_value(DEFAULT_STEPS_OVERRIDE)
