@@ -338,3 +338,37 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
     }
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn transcode_to_h264_in_mp4() {
+    init();
+    let path = tmp("transcode.gvc");
+    let mp4 = tmp("transcode.mp4");
+    encode_to_file(&path, 48, 32, 6);
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! gvcparse ! gvcdec model={} ! videoconvert ! x264enc ! mp4mux ! filesink location={}",
+        path.display(),
+        random_model(),
+        mp4.display()
+    ))
+    .unwrap();
+    run_to_eos(&pipeline).unwrap();
+    // The MP4 plays back with all frames.
+    let back = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! appsink name=sink sync=false emit-signals=false",
+        mp4.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    let sink = back.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    back.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while sink.pull_sample().is_ok() {
+        frames += 1;
+    }
+    back.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 6);
+    std::fs::remove_file(&path).ok();
+    std::fs::remove_file(&mp4).ok();
+}
