@@ -37,6 +37,17 @@ if [ ! -f "$clips/.complete" ]; then
   touch "$clips/.complete"
 fi
 
+# LPIPS reference images (published distances) for the metric test: kept in the cache so a
+# clone anywhere finds them once setup has seen the workplace's shared/testdata.
+if [ ! -f "$cache/testdata/lpips/ex_ref.png" ]; then
+  for dir in "$repo/../shared/testdata/lpips" "$repo/../../shared/testdata/lpips" "${GVC_LPIPS_TESTDATA:-/nonexistent}"; do
+    if [ -f "$dir/ex_ref.png" ]; then
+      mkdir -p "$cache/testdata/lpips" && cp "$dir"/*.png "$dir"/README.md "$cache/testdata/lpips/" 2>/dev/null || true
+      break
+    fi
+  done
+fi
+
 if [ ! -f "$weights/.complete" ]; then
   # The jax sdists need setuptools' bdist_wheel to produce metadata.
   "$repo/.venv/bin/pip" install -q wheel setuptools

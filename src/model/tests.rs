@@ -30,10 +30,15 @@ fn spynet_recovers_a_known_shift_on_a_real_frame() {
     assert!(after > before + 10.0, "warping did not help: {before:.2} dB -> {after:.2} dB");
 }
 
+/// The LPIPS example images: copied into the cache by setup from the workplace's
+/// `shared/testdata/lpips` (`$GVC_LPIPS_TESTDATA` points elsewhere).
 fn testdata(name: &str) -> Tensor {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/lpips");
-    let dir = std::env::var_os("GVC_LPIPS_TESTDATA").map(PathBuf::from).unwrap_or(dir);
-    load_clip(&dir.join(name), Some(1), None).unwrap().float_frames(0, 1)
+    let dir = std::env::var_os("GVC_LPIPS_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::clips::cache_dir().join("testdata/lpips"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} missing: run scripts/setup.sh where shared/testdata/lpips exists", path.display());
+    load_clip(&path, Some(1), None).unwrap().float_frames(0, 1)
 }
 
 #[test]
