@@ -132,11 +132,18 @@ pub fn store_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
 }
 
 /// Loads into `vs` every variable the weights file has for it; returns how many loaded.
+/// Without a training checkpoint (a fresh clone: checkpoints are not committed) the
+/// exported f16 `weights.safetensors` next to it is the starting point.
 pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
+    let exported = file.parent().and_then(Path::parent).map(|d| d.join("weights.safetensors"));
+    let file = match exported {
+        Some(e) if !file.exists() && e.exists() => e,
+        _ => file.to_path_buf(),
+    };
     if !file.exists() {
         return Ok(0);
     }
-    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(file)?.into_iter().collect();
+    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(&file)?.into_iter().collect();
     let mut n = 0;
     tch::no_grad(|| {
         for (k, mut v) in vs.variables() {
