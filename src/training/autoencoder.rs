@@ -2,7 +2,7 @@
 //! then frozen for every later stage. The perceptual backbone is selectable: VGG16 (what
 //! DiffVC's losses use) costs ~6× AlexNet per step on this CPU, so AlexNet is the default.
 
-use super::{psnr, restore_weights, store_weights, Rng, TrainingClips};
+use super::{psnr, restore_weights, Rng, StageRun, TrainingClips};
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
 use anyhow::Result;
@@ -30,36 +30,24 @@ pub struct Options {
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.model_dir)?;
-    let weights = super::checkpoint_file(&opt.model_dir);
-    let progress_file = opt.model_dir.join("checkpoints/autoencoder.step");
-    std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
+    let mut run = StageRun::start(&opt.model_dir, "ae", opt.steps, opt.lr, opt.minutes)?;
     tch::manual_seed(opt.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(vs.root() / "autoencoder", &cfg.autoencoder);
-    let restored = restore_weights(&mut vs, &weights)?;
-    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    if restored == 0 {
-        step = 0;
-    }
-    eprintln!("[ae] {} tensors restored, resuming at step {step}", restored);
+    let restored = restore_weights(&mut vs, run.weights())?;
+    run.restart_if_fresh(restored);
+    eprintln!("[ae] {} tensors restored, resuming at step {}", restored, run.step);
     let file = match opt.perceptual_backbone {
         Backbone::AlexNet => "lpips_alexnet.safetensors",
         Backbone::Vgg16 => "lpips_vgg16.safetensors",
     };
     let (_, perceptual_net) = load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?;
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
-    let mut rng = Rng::new(opt.seed ^ step as u64);
-    let started = Instant::now();
+    let mut rng = Rng::new(opt.seed ^ run.step as u64);
     let mut window = (0.0, 0.0, 0.0, 0usize);
     let mut last_log = Instant::now();
-    while step < opt.steps {
-        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
-            eprintln!("[ae] time budget reached");
-            break;
-        }
-        // Cosine decay to 10 % of the base rate.
-        let progress = step as f64 / opt.steps as f64;
-        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+    while run.more() {
+        optim.set_lr(run.lr());
         let x = data.sample(&mut rng, opt.batch, 1, opt.crop)?.squeeze_dim(1).to_device(device);
         let y = ae.encoder.encode(&x);
         // Latent noise keeps D robust to the codec's reconstruction error.
@@ -70,15 +58,16 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let reg = y.square().mean(Kind::Float) * 1e-4;
         let loss = &l1 + &perceptual * opt.perceptual_weight + reg;
         optim.backward_step_clip_norm(&loss, 1.0);
-        step += 1;
+        run.step += 1;
         window.0 += l1.double_value(&[]);
         window.1 += perceptual.double_value(&[]);
         window.2 += psnr(&xr.detach().clamp(0.0, 1.0), &x);
         window.3 += 1;
-        if step % 25 == 0 || step == opt.steps {
+        if run.step % 25 == 0 || run.step == opt.steps {
             let n = window.3 as f64;
             eprintln!(
-                "[ae] step {step}/{} l1 {:.4} lpips {:.4} psnr {:.2} dB | {:.2} s/step",
+                "[ae] step {}/{} l1 {:.4} lpips {:.4} psnr {:.2} dB | {:.2} s/step",
+                run.step,
                 opt.steps,
                 window.0 / n,
                 window.1 / n,
@@ -88,13 +77,11 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             window = (0.0, 0.0, 0.0, 0);
             last_log = Instant::now();
         }
-        if step % 250 == 0 {
-            store_weights(&vs, &weights)?;
-            std::fs::write(&progress_file, step.to_string())?;
+        if run.step % 250 == 0 {
+            run.save(&vs)?;
         }
     }
-    store_weights(&vs, &weights)?;
-    std::fs::write(&progress_file, step.to_string())?;
+    run.save(&vs)?;
     evaluate(data, &ae, device)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! cascade of P-frames after an I-frame, at a random QP per step (variable rate in one
 //! model through the learned q_enc/q_dec).
 
-use super::{restore_weights, store_weights, Rng, TrainingClips};
+use super::{restore_weights, Rng, StageRun, TrainingClips};
 use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
 use crate::model::gvc::GvcModel;
@@ -145,40 +145,30 @@ pub fn analyse_sequences(ae: &LatentAutoencoder, spynet: &SpyNet, seq: &Tensor) 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.model_dir)?;
-    let weights = super::checkpoint_file(&opt.model_dir);
-    let progress_file = opt.model_dir.join("checkpoints/codec.step");
-    std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
+    let mut run = StageRun::start(&opt.model_dir, "codec", opt.steps, opt.lr, opt.minutes)?;
     tch::manual_seed(opt.seed as i64);
 
     let mut ae_vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
-    anyhow::ensure!(restore_weights(&mut ae_vs, &weights)? > 0, "train the autoencoder stage first");
+    anyhow::ensure!(restore_weights(&mut ae_vs, run.weights())? > 0, "train the autoencoder stage first");
     ae_vs.freeze();
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
 
     let mut vs = nn::VarStore::new(device);
     let nets = CodecNets::new(&vs.root(), &cfg);
-    let restored = restore_weights(&mut vs, &weights)?;
-    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    if restored == 0 {
-        step = 0;
-    }
-    eprintln!("[codec] {restored} tensors restored, resuming at step {step}");
+    let restored = restore_weights(&mut vs, run.weights())?;
+    run.restart_if_fresh(restored);
+    eprintln!("[codec] {restored} tensors restored, resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
-    let mut rng = Rng::new(opt.seed ^ (step as u64).wrapping_mul(31));
-    let started = Instant::now();
+    let mut rng = Rng::new(opt.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
     // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count).
     let mut window = vec![[0.0f64; 5]; nq];
     let mut last_log = Instant::now();
     let mut logged_steps = 0;
-    while step < opt.steps {
-        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
-            eprintln!("[codec] time budget reached");
-            break;
-        }
-        let progress = step as f64 / opt.steps as f64;
-        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+    while run.more() {
+        let progress = run.progress();
+        optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let lambda = cfg.codec.lambdas[qp as usize];
         let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
@@ -204,11 +194,11 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             }
         }
         if !loss.double_value(&[]).is_finite() {
-            eprintln!("[codec] step {step}: non-finite loss at qp {qp}, batch skipped");
+            eprintln!("[codec] step {}: non-finite loss at qp {qp}, batch skipped", run.step);
             continue;
         }
         optim.backward_step_clip_norm(&loss, 1.0);
-        step += 1;
+        run.step += 1;
         let w = &mut window[qp as usize];
         let np = (opt.frames - 1) as f64;
         w[0] += bpp_i;
@@ -217,8 +207,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         w[3] += mse_p / np;
         w[4] += 1.0;
         logged_steps += 1;
-        if step % 50 == 0 || step == opt.steps {
-            let mut line = format!("[codec] step {step}/{}", opt.steps);
+        if run.step % 50 == 0 || run.step == opt.steps {
+            let mut line = format!("[codec] step {}/{}", run.step, opt.steps);
             for (q, w) in window.iter().enumerate() {
                 if w[4] > 0.0 {
                     line += &format!(
@@ -235,12 +225,10 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             last_log = Instant::now();
             logged_steps = 0;
         }
-        if step % 200 == 0 {
-            store_weights(&vs, &weights)?;
-            std::fs::write(&progress_file, step.to_string())?;
+        if run.step % 200 == 0 {
+            run.save(&vs)?;
         }
     }
-    store_weights(&vs, &weights)?;
-    std::fs::write(&progress_file, step.to_string())?;
+    run.save(&vs)?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! never starts above it.
 
 use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
-use super::{checkpoint_file, restore_weights, store_weights, Rng, TrainingClips};
+use super::{restore_weights, Rng, StageRun, TrainingClips};
 use crate::diffusion::NoiseSchedule;
 use crate::model::denoiser::Denoiser;
 use crate::model::gvc::GvcModel;
@@ -29,20 +29,21 @@ pub struct Options {
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let mut cfg = ModelConfig::load(&opt.model_dir)?;
-    let weights = checkpoint_file(&opt.model_dir);
-    let progress_file = opt.model_dir.join("checkpoints/diffusion.step");
+    let mut run = StageRun::start(&opt.model_dir, "diffusion", opt.steps, opt.lr, opt.minutes)?;
     tch::manual_seed(opt.seed as i64);
 
     let mut frozen = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(frozen.root() / "autoencoder", &cfg.autoencoder);
     let codec = CodecNets::new(&frozen.root(), &cfg);
-    ensure!(restore_weights(&mut frozen, &weights)? == frozen.len(), "train the autoencoder and codec stages first");
+    ensure!(
+        restore_weights(&mut frozen, run.weights())? == frozen.len(),
+        "train the autoencoder and codec stages first"
+    );
     frozen.freeze();
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
     let mut rng = Rng::new(opt.seed);
 
-    let mut step: i64 = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    if step == 0 {
+    if run.step == 0 {
         // Bring the latent to unit variance for the noise schedule (SD's 0.18215 analogue).
         let x = data.sample(&mut rng, 32, 1, opt.crop)?.squeeze_dim(1).to_device(device);
         let y = tch::no_grad(|| ae.encoder.encode(&x));
@@ -56,23 +57,16 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let mut vs = nn::VarStore::new(device);
     let latent = cfg.autoencoder.latent_channels;
     let denoiser = Denoiser::new(vs.root() / "denoiser", latent, cfg.codec.context, &cfg.denoiser);
-    if restore_weights(&mut vs, &weights)? == 0 {
-        step = 0;
-    }
-    eprintln!("[diffusion] resuming at step {step}");
+    let restored = restore_weights(&mut vs, run.weights())?;
+    run.restart_if_fresh(restored);
+    eprintln!("[diffusion] resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;
     let mut window = vec![(0.0f64, 0usize); nq];
-    let started = Instant::now();
     let mut last_log = Instant::now();
     let mut logged = 0;
-    while step < opt.steps {
-        if opt.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
-            eprintln!("[diffusion] time budget reached");
-            break;
-        }
-        let progress = step as f64 / opt.steps as f64;
-        optim.set_lr(opt.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+    while run.more() {
+        optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let seq = data.sample(&mut rng, opt.batch, 2, opt.crop)?.to_device(device);
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
@@ -100,16 +94,16 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let pred = denoiser.forward(&z, &t, &y_hat, &c0, &ratio);
         let loss = (pred - eps).square().mean(Kind::Float);
         if !loss.double_value(&[]).is_finite() {
-            eprintln!("[diffusion] step {step}: non-finite loss at qp {qp}, batch skipped");
+            eprintln!("[diffusion] step {}: non-finite loss at qp {qp}, batch skipped", run.step);
             continue;
         }
         optim.backward_step_clip_norm(&loss, 1.0);
-        step += 1;
+        run.step += 1;
         window[qp as usize].0 += loss.double_value(&[]);
         window[qp as usize].1 += 1;
         logged += 1;
-        if step % 50 == 0 || step == opt.steps {
-            let mut line = format!("[diffusion] step {step}/{} ε-mse", opt.steps);
+        if run.step % 50 == 0 || run.step == opt.steps {
+            let mut line = format!("[diffusion] step {}/{} ε-mse", run.step, opt.steps);
             for (q, (sum, count)) in window.iter().enumerate() {
                 if *count > 0 {
                     line += &format!(" qp{q} {:.4}", sum / *count as f64);
@@ -120,12 +114,10 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             last_log = Instant::now();
             logged = 0;
         }
-        if step % 200 == 0 {
-            store_weights(&vs, &weights)?;
-            std::fs::write(&progress_file, step.to_string())?;
+        if run.step % 200 == 0 {
+            run.save(&vs)?;
         }
     }
-    store_weights(&vs, &weights)?;
-    std::fs::write(&progress_file, step.to_string())?;
+    run.save(&vs)?;
     Ok(())
 }

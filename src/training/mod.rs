@@ -9,7 +9,7 @@ pub mod diffusion;
 use crate::clips::{clip_dir, load_clip, Clip};
 use anyhow::{ensure, Context, Result};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Kind, Tensor};
 
@@ -96,6 +96,65 @@ impl TrainingClips {
     }
 }
 
+/// Step counter, time budget, learning-rate schedule and checkpointing shared by the stages.
+pub struct StageRun {
+    tag: &'static str,
+    progress_file: PathBuf,
+    weights: PathBuf,
+    started: Instant,
+    minutes: Option<f64>,
+    steps: i64,
+    lr: f64,
+    pub step: i64,
+}
+
+impl StageRun {
+    /// Picks up the stage's saved step counter (`checkpoints/<tag>.step`) if there is one.
+    pub fn start(model_dir: &Path, tag: &'static str, steps: i64, lr: f64, minutes: Option<f64>) -> Result<Self> {
+        std::fs::create_dir_all(model_dir.join("checkpoints"))?;
+        let progress_file = model_dir.join(format!("checkpoints/{tag}.step"));
+        let step = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let weights = checkpoint_file(model_dir);
+        Ok(Self { tag, progress_file, weights, started: Instant::now(), minutes, steps, lr, step })
+    }
+
+    pub fn weights(&self) -> &Path {
+        &self.weights
+    }
+
+    /// A saved step counter means nothing when none of the stage's weights were restored.
+    pub fn restart_if_fresh(&mut self, restored: usize) {
+        if restored == 0 {
+            self.step = 0;
+        }
+    }
+
+    /// Whether to run another step: steps left and the time budget not spent.
+    pub fn more(&self) -> bool {
+        if self.minutes.is_some_and(|m| self.started.elapsed().as_secs_f64() > m * 60.0) {
+            eprintln!("[{}] time budget reached", self.tag);
+            return false;
+        }
+        self.step < self.steps
+    }
+
+    pub fn progress(&self) -> f64 {
+        self.step as f64 / self.steps as f64
+    }
+
+    /// Cosine decay to 10 % of the base rate.
+    pub fn lr(&self) -> f64 {
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * self.progress()).cos()))
+    }
+
+    /// Writes the stage's variables into the checkpoint and the step counter.
+    pub fn save(&self, vs: &nn::VarStore) -> Result<()> {
+        store_weights(vs, &self.weights)?;
+        std::fs::write(&self.progress_file, self.step.to_string())?;
+        Ok(())
+    }
+}
+
 /// Full-precision training state of a model folder (not committed; `export` writes the
 /// half-precision `weights.safetensors` from it).
 pub fn checkpoint_file(model_dir: &Path) -> std::path::PathBuf {
@@ -131,19 +190,19 @@ pub fn store_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads into `vs` every variable the weights file has for it; returns how many loaded.
-/// Without a training checkpoint (a fresh clone: checkpoints are not committed) the
-/// exported f16 `weights.safetensors` next to it is the starting point.
+/// Loads into `vs` every variable the training checkpoint `file` has for it, and any it
+/// lacks from the exported f16 `weights.safetensors` of the same model folder (a fresh
+/// clone has no checkpoints, and a checkpoint only holds the stages trained since);
+/// returns how many loaded.
 pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
     let exported = file.parent().and_then(Path::parent).map(|d| d.join("weights.safetensors"));
-    let file = match exported {
-        Some(e) if !file.exists() && e.exists() => e,
-        _ => file.to_path_buf(),
-    };
-    if !file.exists() {
-        return Ok(0);
+    let mut stored: HashMap<String, Tensor> = HashMap::new();
+    // Exported first, so the checkpoint's full-precision values take precedence.
+    for source in exported.iter().map(PathBuf::as_path).chain([file]) {
+        if source.exists() {
+            stored.extend(Tensor::read_safetensors(source)?);
+        }
     }
-    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(&file)?.into_iter().collect();
     let mut n = 0;
     tch::no_grad(|| {
         for (k, mut v) in vs.variables() {
