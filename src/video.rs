@@ -17,6 +17,28 @@ pub const ENCODER_FORMATS: [VideoFormat; 4] =
 /// The default model folder under `models/`.
 pub const DEFAULT_MODEL: &str = "gvc-small";
 
+pub const DEFAULT_DEVICE: &str = "auto";
+
+/// The `model` property both elements have.
+pub fn model_pspec() -> gst::glib::ParamSpec {
+    gst::glib::ParamSpecString::builder("model")
+        .nick("Model")
+        .blurb("Model folder (config.json + weights.safetensors), or the name of one under models/; $GVC_MODEL overrides the default")
+        .default_value(Some(DEFAULT_MODEL))
+        .mutable_ready()
+        .build()
+}
+
+/// The `device` property both elements have.
+pub fn device_pspec() -> gst::glib::ParamSpec {
+    gst::glib::ParamSpecString::builder("device")
+        .nick("Device")
+        .blurb("auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda")
+        .default_value(Some(DEFAULT_DEVICE))
+        .mutable_ready()
+        .build()
+}
+
 /// The model an element uses when its `model` property is not set: `$GVC_MODEL` if set
 /// (lets playbin/decodebin pipelines pick a model), else [`DEFAULT_MODEL`].
 pub fn default_model() -> String {

@@ -185,15 +185,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> DenoiserConfig {
-        DenoiserConfig {
-            channels: [16, 16],
-            embed: 16,
-            train_steps: 1000,
-            beta_start: 1e-4,
-            beta_end: 0.02,
-            start_step: 300,
-            latent_scale: 1.0,
-        }
+        crate::model::ModelConfig::tiny_for_tests().denoiser
     }
 
     #[test]

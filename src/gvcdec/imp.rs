@@ -1,6 +1,9 @@
 use crate::codec::bitstream::SequenceHeader;
 use crate::codec::session::{DecoderSession, MissingReference};
-use crate::video::{default_model, parse_device, shared_model, tensor_to_rgb_bytes, write_rgb, DEFAULT_MODEL};
+use crate::video::{
+    default_model, device_pspec, model_pspec, parse_device, shared_model, tensor_to_rgb_bytes, write_rgb,
+    DEFAULT_DEVICE,
+};
 use gst::glib;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
@@ -13,7 +16,6 @@ static CAT: Lazy<gst::DebugCategory> =
 
 const DEFAULT_STEPS_OVERRIDE: i32 = -1;
 const DEFAULT_MAX_ERRORS: i32 = 10;
-const DEFAULT_DEVICE: &str = "auto";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -84,18 +86,8 @@ impl ObjectImpl for GvcDec {
                     .default_value(DEFAULT_MAX_ERRORS)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb("Model folder (config.json + weights.safetensors), or the name of one under models/; $GVC_MODEL overrides the default")
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda")
-                    .default_value(Some(DEFAULT_DEVICE))
-                    .mutable_ready()
-                    .build(),
+                model_pspec(),
+                device_pspec(),
             ]
         });
         PROPERTIES.as_ref()

@@ -1,7 +1,10 @@
 use crate::codec::bitstream::FrameType;
 use crate::codec::session::{EncoderParams, EncoderSession};
 use crate::gvcparse::src_caps_for;
-use crate::video::{default_model, frame_to_tensor, parse_device, shared_model, DEFAULT_MODEL, ENCODER_FORMATS};
+use crate::video::{
+    default_model, device_pspec, frame_to_tensor, model_pspec, parse_device, shared_model, DEFAULT_DEVICE,
+    ENCODER_FORMATS,
+};
 use gst::glib;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
@@ -16,7 +19,6 @@ const DEFAULT_QP: u32 = 1;
 const DEFAULT_INTRA_PERIOD: u32 = 32;
 const DEFAULT_DIFFUSION_STEPS: u32 = 4;
 const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
-const DEFAULT_DEVICE: &str = "auto";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -92,18 +94,8 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_INDEPENDENT_STEPS)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb("Model folder (config.json + weights.safetensors), or the name of one under models/; $GVC_MODEL overrides the default")
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda")
-                    .default_value(Some(DEFAULT_DEVICE))
-                    .mutable_ready()
-                    .build(),
+                model_pspec(),
+                device_pspec(),
             ]
         });
         PROPERTIES.as_ref()
