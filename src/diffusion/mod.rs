@@ -33,14 +33,6 @@ impl NoiseSchedule {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.alphas_cumprod.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.alphas_cumprod.is_empty()
-    }
-
     /// Eq. 1: z^t = √ᾱ y + √(1−ᾱ) ε.
     pub fn add_noise(&self, y: &Tensor, noise: &Tensor, t: usize) -> Tensor {
         let a = self.alpha_bar(t);
@@ -107,10 +99,6 @@ pub struct DiffusionBuffer {
 impl DiffusionBuffer {
     pub fn reset(&mut self) {
         self.predictions.clear();
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.predictions.is_empty()
     }
 }
 

@@ -82,10 +82,6 @@ impl GvcModel {
         Ok(())
     }
 
-    pub fn variables(&self) -> &nn::VarStore {
-        &self.vs
-    }
-
     /// SpyNet for the encoder's motion estimation (converted at setup from BasicVSR).
     pub fn load_spynet(device: Device) -> Result<(nn::VarStore, SpyNet)> {
         load_pretrained("spynet.safetensors", device, SpyNet::new)
