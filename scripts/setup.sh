@@ -40,6 +40,11 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q "torch==$torch_version" numpy safetensors pillow
   touch "$venv/.complete"
 fi
+# matplotlib draws the evaluation's rate–metric plots (gvc-eval → scripts/plot_results.py).
+if ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+  log "installing matplotlib into $venv"
+  "$venv/bin/pip" install -q matplotlib
+fi
 if [ "$(readlink "$repo/.venv" 2>/dev/null)" != "$venv" ]; then
   rm -rf "$repo/.venv"; ln -s "$venv" "$repo/.venv"
 fi

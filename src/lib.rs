@@ -9,6 +9,7 @@ use gst::glib;
 pub mod clips;
 pub mod codec;
 pub mod diffusion;
+pub mod evaluation;
 mod gvcdec;
 mod gvcenc;
 mod gvcparse;

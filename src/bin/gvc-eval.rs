@@ -1,13 +1,16 @@
 //! Evaluation: gvc at every rate point against x264 and x265 (GStreamer, speed-preset
 //! medium, key-int-max = intra period) at a quantizer sweep, on the first frames of real
-//! clips. Prints progress, writes `results.csv` and `results.md` to the output folder.
+//! clips. Prints progress, writes `results.csv`, `results.md` (table and BD-rates of gvc
+//! against x265 and x264 per metric) and rate–metric plots (`plots/*.png`, drawn by
+//! `scripts/plot_results.py`) to the output folder.
 //!
 //! `gvc-eval [--frames 32] [--out out/eval] [--model gvc-small] [--clips a,b,…]
-//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265]`
+//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]`
 
 use anyhow::{Context, Result};
 use gstgvc::clips::{clip_dir, load_clip};
-use gstgvc::metrics::{ms_ssim, psnr, LpipsMetric};
+use gstgvc::evaluation::bd_rate;
+use gstgvc::metrics::{frechet_distance, ms_ssim, psnr, DistsMetric, FvdFeatures, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::pipeline::{decode_file, encode_frames};
 use std::collections::HashMap;
@@ -27,6 +30,9 @@ struct Row {
     psnr: f64,
     ms_ssim: f64,
     lpips: f64,
+    dists: f64,
+    /// Over this clip's 16-frame segments only: a noisy figure (see the README).
+    fvd: Option<f64>,
     tlp: f64,
     enc_fps: f64,
     dec_fps: f64,
@@ -54,6 +60,11 @@ fn main() -> Result<()> {
     let num_qps = model.config.codec.num_qps;
     drop(model);
     let lpips = LpipsMetric::new(Device::Cpu)?;
+    let dists = DistsMetric::new(Device::Cpu)?;
+    let fvd = match get("fvd", "on").as_str() {
+        "on" => Some(FvdFeatures::new(Device::Cpu)?),
+        _ => None,
+    };
     let intra_period = 32;
     let mut rows = Vec::new();
     for (name, w, h) in CLIPS {
@@ -62,6 +73,7 @@ fn main() -> Result<()> {
         }
         let clip = load_clip(&clip_dir().join(name), Some(frames), Some((w, h)))?;
         let reference = clip.float_frames(0, clip.len());
+        let reference_fvd = fvd.as_ref().map(|f| f.features(&reference));
         let n = clip.len();
         let fps = (clip.fps_n, clip.fps_d);
         let mut runs: Vec<(String, String, String, String)> = Vec::new();
@@ -107,39 +119,143 @@ fn main() -> Result<()> {
                 psnr: psnr(&reference, &decoded),
                 ms_ssim: ms_ssim(&reference, &decoded),
                 lpips: lpips.mean(&reference, &decoded),
+                dists: dists.mean(&reference, &decoded),
+                fvd: match (&fvd, &reference_fvd) {
+                    (Some(f), Some(r)) => frechet_distance(r, &f.features(&decoded)).ok(),
+                    _ => None,
+                },
                 tlp: lpips.tlp(&reference, &decoded),
                 enc_fps: n as f64 / enc_time,
                 dec_fps: n as f64 / dec_time,
             };
             eprintln!(
-                "[eval] {} {} {}: {:.4} bpp, PSNR {:.2}, MS-SSIM {:.4}, LPIPS {:.4}, tLP {:.4}, enc {:.1} fps, dec {:.1} fps",
-                row.clip, row.codec, row.setting, row.bpp, row.psnr, row.ms_ssim, row.lpips, row.tlp, row.enc_fps, row.dec_fps
+                "[eval] {} {} {}: {:.4} bpp, PSNR {:.2}, MS-SSIM {:.4}, LPIPS {:.4}, DISTS {:.4}, FVD {}, tLP {:.4}, enc {:.1} fps, dec {:.1} fps",
+                row.clip,
+                row.codec,
+                row.setting,
+                row.bpp,
+                row.psnr,
+                row.ms_ssim,
+                row.lpips,
+                row.dists,
+                fmt_opt(row.fvd, 1),
+                row.tlp,
+                row.enc_fps,
+                row.dec_fps
             );
             rows.push(row);
             std::fs::remove_file(&file).ok();
         }
     }
     write_outputs(&out_dir, &rows, frames)?;
+    plot(&out_dir)?;
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// Reads one metric of a row (None where it was not computed).
+type Metric = fn(&Row) -> Option<f64>;
+
+/// The metrics BD-rate is reported for: name and accessor.
+const BD_METRICS: [(&str, Metric); 5] = [
+    ("PSNR", |r| Some(r.psnr)),
+    ("MS-SSIM", |r| Some(r.ms_ssim)),
+    ("LPIPS", |r| Some(r.lpips)),
+    ("DISTS", |r| Some(r.dists)),
+    ("FVD", |r| r.fvd),
+];
+
+/// BD-rate of gvc against each baseline, per clip and metric (markdown).
+fn bd_rate_table(rows: &[Row]) -> Result<String> {
+    let mut md = String::from(
+        "\nBD-rate of gvc (piecewise cubic, over the quality range both curves reach; negative = gvc needs fewer bits; n/a = no common range):\n\n| clip | anchor |",
+    );
+    for (m, _) in BD_METRICS {
+        write!(md, " {m} |")?;
+    }
+    md += "\n|---|---|";
+    md += &"---|".repeat(BD_METRICS.len());
+    md += "\n";
+    let mut clips: Vec<&str> = rows.iter().map(|r| r.clip.as_str()).collect();
+    clips.dedup();
+    for clip in clips {
+        let points = |codec: &str, metric: Metric| -> Vec<(f64, f64)> {
+            rows.iter()
+                .filter(|r| r.clip == clip && r.codec == codec)
+                .filter_map(|r| Some((r.bpp, metric(r)?)))
+                .collect()
+        };
+        for anchor in ["x265", "x264"] {
+            if !rows.iter().any(|r| r.clip == clip && r.codec == anchor) {
+                continue;
+            }
+            write!(md, "| {clip} | {anchor} |")?;
+            for (_, metric) in BD_METRICS {
+                let v = bd_rate(&points(anchor, metric), &points("gvc", metric));
+                write!(md, " {} |", v.map_or("n/a".into(), |v| format!("{v:+.1} %")))?;
+            }
+            md += "\n";
+        }
+    }
+    Ok(md)
+}
+
+/// Rate–metric plots (PNG) from `results.csv`, drawn with matplotlib from the project venv.
+fn plot(dir: &std::path::Path) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/plot_results.py"))
+        .arg(dir)
+        .status()
+        .context("running scripts/plot_results.py (run scripts/setup.sh)")?;
+    anyhow::ensure!(status.success(), "scripts/plot_results.py failed");
     Ok(())
 }
 
 fn write_outputs(dir: &std::path::Path, rows: &[Row], frames: usize) -> Result<()> {
-    let mut csv = String::from("clip,codec,setting,bpp,psnr_rgb,ms_ssim,lpips_alex,tlp,encode_fps,decode_fps\n");
+    let mut csv =
+        String::from("clip,codec,setting,bpp,psnr_rgb,ms_ssim,lpips_alex,dists,fvd,tlp,encode_fps,decode_fps\n");
     let mut md = format!(
-        "First {frames} frames per clip, intra period 32; bpp from file bytes.\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "First {frames} frames per clip, intra period 32; bpp from file bytes.\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | DISTS | FVD | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         writeln!(
             csv,
-            "{},{},{},{:.6},{:.3},{:.5},{:.5},{:.5},{:.2},{:.2}",
-            r.clip, r.codec, r.setting, r.bpp, r.psnr, r.ms_ssim, r.lpips, r.tlp, r.enc_fps, r.dec_fps
+            "{},{},{},{:.6},{:.3},{:.5},{:.5},{:.5},{},{:.5},{:.2},{:.2}",
+            r.clip,
+            r.codec,
+            r.setting,
+            r.bpp,
+            r.psnr,
+            r.ms_ssim,
+            r.lpips,
+            r.dists,
+            r.fvd.map_or(String::new(), |v| format!("{v:.3}")),
+            r.tlp,
+            r.enc_fps,
+            r.dec_fps
         )?;
         writeln!(
             md,
-            "| {} | {} | {} | {:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} |",
-            r.clip, r.codec, r.setting, r.bpp, r.psnr, r.ms_ssim, r.lpips, r.tlp, r.enc_fps, r.dec_fps
+            "| {} | {} | {} | {:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {} | {:.4} | {:.1} | {:.1} |",
+            r.clip,
+            r.codec,
+            r.setting,
+            r.bpp,
+            r.psnr,
+            r.ms_ssim,
+            r.lpips,
+            r.dists,
+            fmt_opt(r.fvd, 1),
+            r.tlp,
+            r.enc_fps,
+            r.dec_fps
         )?;
     }
+    md += &bd_rate_table(rows)?;
     std::fs::write(dir.join("results.csv"), csv)?;
     std::fs::write(dir.join("results.md"), &md)?;
     println!("{md}");
