@@ -11,3 +11,10 @@ $train autoencoder --model-dir $dir --steps 2800 --batch 8 --crop 128 --lr 3e-4 
 $train codec --model-dir $dir --steps 2400 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 42
 $train diffusion --model-dir $dir --steps 3600 --batch 8 --crop 128 --lr 2e-4 --minutes 22
 $train export --model-dir $dir
+
+# Session 2 (same day): the three stages continued from session 1's checkpoints with higher
+# step targets (the step counter and cosine schedule resume where they stopped), then export.
+$train autoencoder --model-dir $dir --steps 2800 --batch 8 --crop 128 --lr 3e-4 --minutes 32
+$train codec --model-dir $dir --steps 6000 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 45
+$train diffusion --model-dir $dir --steps 6000 --batch 8 --crop 128 --lr 2e-4 --minutes 20
+$train export --model-dir $dir
