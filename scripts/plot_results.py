@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,6 +28,7 @@ for clip, codecs in by_clip.items():
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=codec)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
