@@ -7,7 +7,9 @@
 //! `gvc-bench-speed [--frames 32] [--sizes 256x256,640x480] [--long-frames 2000]`
 //!
 //! Each codec runs in its own process (this binary with `--child`), so its peak RSS
-//! (VmHWM) is its own: for gvc it includes libtorch and the loaded networks.
+//! (VmHWM) is not mixed with the other codecs'. It is the whole process's: libtorch and the
+//! networks for gvc, but also the harness's source clip and decoded f32 frames, and it is
+//! cumulative over gvc's three decoder runs. An upper bound, not an isolated figure.
 
 use anyhow::{Context, Result};
 use gst::prelude::*;
