@@ -82,6 +82,11 @@ impl<'a> RansDecoder<'a> {
             bail!("rANS stream too short ({} bytes)", data.len());
         }
         let x = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+        // Every encoder state is >= RANS_L, and decoding keeps it there. A smaller start
+        // could reach 0 and then read the zeros past the end forever (found by fuzzing).
+        if x < RANS_L {
+            bail!("rANS stream starts below the state bound (damaged payload)");
+        }
         Ok(Self { data, pos: 4, x })
     }
 

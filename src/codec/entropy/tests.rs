@@ -110,6 +110,12 @@ fn damaged_streams_never_panic() {
         }
     }
     assert!(RansDecoder::new(&[1, 2]).is_err());
+    // States below the bound are never written; from 0 the decoder would never finish.
+    for start in [[0u8, 0, 0, 0], [0, 0, 0, 1], [0, 0x7f, 0xff, 0xff]] {
+        let stream: Vec<u8> = start.iter().chain(&[0, 0, 9]).copied().collect();
+        assert!(RansDecoder::new(&stream).is_err(), "{start:?}");
+    }
+    assert!(RansDecoder::new(&[0, 0x80, 0, 0]).is_ok());
 }
 
 #[test]
