@@ -6,6 +6,7 @@
 
 use gst::glib;
 
+pub mod cli;
 pub mod clips;
 pub mod codec;
 pub mod diffusion;

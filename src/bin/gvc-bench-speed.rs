@@ -13,10 +13,10 @@
 
 use anyhow::{Context, Result};
 use gst::prelude::*;
+use gstgvc::cli::KeyValues;
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::pipeline::{decode_file, encode_frames, run_to_eos};
-use std::collections::HashMap;
 
 /// (VmRSS, VmHWM) of this process in MB.
 fn rss_mb() -> Result<(f64, f64)> {
@@ -108,16 +108,14 @@ fn run_child(codec_name: &str, w: i64, h: i64, frames: usize, model: &std::path:
 }
 
 fn main() -> Result<()> {
-    let mut kv = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(k) = args.next() {
-        let key = k.strip_prefix("--").with_context(|| format!("unexpected argument {k}"))?.to_string();
-        kv.insert(key, args.next().with_context(|| format!("{k} needs a value"))?);
-    }
-    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let frames: usize = get("frames", "32").parse()?;
+    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let frames: usize = o.value("frames", 32)?;
     anyhow::ensure!(frames >= 2, "--frames must be at least 2");
-    let long_frames: usize = get("long-frames", "2000").parse()?;
+    let long_frames: usize = o.value("long-frames", 2000)?;
+    let child = o.get("child").map(str::to_string);
+    let size = o.string("size", "");
+    let sizes = o.string("sizes", "256x256,640x480");
+    o.finish()?;
     gst::init()?;
     gstgvc::plugin_register_static()?;
     let model = GvcModel::resolve(&gstgvc::video::default_model())?;
@@ -125,12 +123,12 @@ fn main() -> Result<()> {
         let (w, h) = s.split_once('x').context("sizes are WxH")?;
         Ok((w.parse()?, h.parse()?))
     };
-    if let Some(codec) = kv.get("child") {
-        let (w, h) = parse_size(&get("size", ""))?;
-        return run_child(codec, w, h, frames, &model);
+    if let Some(codec) = child {
+        let (w, h) = parse_size(&size)?;
+        return run_child(&codec, w, h, frames, &model);
     }
     println!("{} threads for libtorch; model {}", tch::get_num_threads(), model.display());
-    for size in get("sizes", "256x256,640x480").split(',').filter(|s| !s.is_empty()) {
+    for size in sizes.split(',').filter(|s| !s.is_empty()) {
         let (w, h) = parse_size(size)?;
         // (name, enc fps, dec fps, peak RSS MB)
         let mut results: Vec<(String, f64, f64, f64)> = Vec::new();

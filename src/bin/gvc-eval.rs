@@ -8,12 +8,12 @@
 //!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]`
 
 use anyhow::{Context, Result};
+use gstgvc::cli::KeyValues;
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::evaluation::bd_rate;
 use gstgvc::metrics::{frechet_distance, ms_ssim, psnr, DistsMetric, FvdFeatures, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::pipeline::{decode_file, encode_frames};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use tch::Device;
@@ -39,20 +39,20 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let mut kv = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(k) = args.next() {
-        let key = k.strip_prefix("--").with_context(|| format!("unexpected argument {k}"))?.to_string();
-        kv.insert(key, args.next().with_context(|| format!("{k} needs a value"))?);
-    }
-    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let frames: usize = get("frames", "32").parse()?;
-    let out_dir = PathBuf::from(get("out", "out/eval"));
-    let model_dir = GvcModel::resolve(&get("model", &gstgvc::video::default_model()))?;
-    let ds = get("diffusion-steps", "-1");
-    let d = get("independent-steps", "-1");
-    let baselines = get("baselines", "x264,x265");
-    let wanted: Option<Vec<String>> = kv.get("clips").map(|c| c.split(',').map(str::to_string).collect());
+    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let frames: usize = o.value("frames", 32)?;
+    let out_dir = PathBuf::from(o.string("out", "out/eval"));
+    let model_dir = GvcModel::resolve(&o.string("model", &gstgvc::video::default_model()))?;
+    let ds = o.string("diffusion-steps", "-1");
+    let d = o.string("independent-steps", "-1");
+    let baselines = o.string("baselines", "x264,x265");
+    let wanted: Option<Vec<String>> = o.list("clips")?;
+    let fvd_on = match o.string("fvd", "on").as_str() {
+        "on" => true,
+        "off" => false,
+        other => anyhow::bail!("--fvd on|off, not {other}"),
+    };
+    o.finish()?;
     std::fs::create_dir_all(&out_dir)?;
     gst::init()?;
     gstgvc::plugin_register_static()?;
@@ -61,10 +61,7 @@ fn main() -> Result<()> {
     drop(model);
     let lpips = LpipsMetric::new(Device::Cpu)?;
     let dists = DistsMetric::new(Device::Cpu)?;
-    let fvd = match get("fvd", "on").as_str() {
-        "on" => Some(FvdFeatures::new(Device::Cpu)?),
-        _ => None,
-    };
+    let fvd = if fvd_on { Some(FvdFeatures::new(Device::Cpu)?) } else { None };
     let intra_period = 32;
     let mut rows = Vec::new();
     for (name, w, h) in CLIPS {

@@ -27,6 +27,8 @@ pub struct Options {
     pub lr: f64,
     pub seed: u64,
     pub minutes: Option<f64>,
+    /// λ of each QP, replacing the model config's (to move the rate ladder).
+    pub lambdas: Option<Vec<f64>>,
 }
 
 /// How the codes are quantized in a training forward pass.
@@ -89,6 +91,8 @@ pub struct CodedFrame {
     pub c0: Option<Tensor>,
     /// Motion-alignment error of P-frames: ‖warp(y_{t−1}, m̂) − y_t‖².
     pub align: Option<Tensor>,
+    /// The part of `bits` spent on motion (P-frames).
+    pub motion_bits: Option<Tensor>,
 }
 
 /// Codes latents `ys` (I-frame then cascaded P-frames) with latent-grid flows `flows`.
@@ -108,7 +112,7 @@ pub fn code_sequence(
     // pretrained image codec): P-frame gradients must not turn ŷ₀ into a feature map.
     let mut y_hat = y0.detach();
     let mut prev_code = code_hat.detach();
-    let mut out = vec![CodedFrame { y_hat: y0, bits, c0: None, align: None }];
+    let mut out = vec![CodedFrame { y_hat: y0, bits, c0: None, align: None, motion_bits: None }];
     for t in 1..ys.len() {
         let mv = nets.motion.analysis(&flows[t - 1], qp);
         let (mv_hat, mv_bits) =
@@ -124,9 +128,10 @@ pub fn code_sequence(
         let align = (flow_warp(&ys[t - 1], &flow_hat) - &ys[t]).square().mean(Kind::Float);
         out.push(CodedFrame {
             y_hat: y_hat.shallow_clone(),
-            bits: bits + mv_bits,
+            bits: bits + &mv_bits,
             c0: Some(ctx.c0),
             align: Some(align),
+            motion_bits: Some(mv_bits),
         });
     }
     out
@@ -145,6 +150,9 @@ pub fn analyse_sequences(ae: &LatentAutoencoder, spynet: &SpyNet, seq: &Tensor) 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.model_dir)?;
+    let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
+    anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
+    eprintln!("[codec] λ per QP: {lambdas:?}");
     let mut run = StageRun::start(&opt.model_dir, "codec", opt.steps, opt.lr, opt.minutes)?;
     tch::manual_seed(opt.seed as i64);
 
@@ -170,7 +178,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let progress = run.progress();
         optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
-        let lambda = cfg.codec.lambdas[qp as usize];
+        let lambda = lambdas[qp as usize];
         let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
         let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
@@ -214,8 +222,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
                     line += &format!(
                         " | qp{q}: I {:.3} bpp mse {:.4}, P {:.3} bpp mse {:.4}",
                         w[0] / w[4],
-                        w[1] / w[4],
                         w[2] / w[4],
+                        w[1] / w[4],
                         w[3] / w[4]
                     );
                 }
@@ -230,5 +238,55 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         }
     }
     run.save(&vs)?;
+    Ok(())
+}
+
+/// Per-QP rate and latent MSE of the current weights on `batches` training batches, with
+/// the training quantization and with the entropy coder's hard rounding (no update).
+pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> {
+    let device = Device::cuda_if_available();
+    let cfg = ModelConfig::load(&opt.model_dir)?;
+    let file = super::checkpoint_file(&opt.model_dir);
+    let mut ae_vs = nn::VarStore::new(device);
+    let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
+    restore_weights(&mut ae_vs, &file)?;
+    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let mut vs = nn::VarStore::new(device);
+    let nets = CodecNets::new(&vs.root(), &cfg);
+    restore_weights(&mut vs, &file)?;
+    let mut rng = Rng::new(opt.seed);
+    let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
+    for b in 0..batches {
+        let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
+        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let y_var = ys[0].square().mean(Kind::Float).double_value(&[]);
+        for qp in 0..cfg.codec.num_qps {
+            // The intra transforms' own floor: analysis → synthesis with no rounding at all.
+            let floor = tch::no_grad(|| {
+                let y0 = nets.intra.synthesis(&nets.intra.analysis(&ys[0], qp), qp);
+                (y0 - &ys[0]).square().mean(Kind::Float).double_value(&[])
+            });
+            eprintln!("[check] batch {b} qp{qp}: intra transforms without quantization: mse {floor:.4}");
+            for quant in [Quantization::Train, Quantization::Hard] {
+                let coded = tch::no_grad(|| code_sequence(&nets, &ys, &flows, qp, quant));
+                let stats: Vec<String> = coded
+                    .iter()
+                    .enumerate()
+                    .map(|(t, f)| {
+                        let per_item = (&f.y_hat - &ys[t]).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+                        let motion = f.motion_bits.as_ref().map_or(0.0, |b| b.double_value(&[]) / pixels);
+                        format!(
+                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4})",
+                            f.bits.double_value(&[]) / pixels,
+                            per_item.mean(Kind::Float).double_value(&[]),
+                            per_item.max().double_value(&[])
+                        )
+                    })
+                    .collect();
+                let q = if quant == Quantization::Train { "train" } else { "hard" };
+                eprintln!("[check] batch {b} E[y²] {y_var:.3} qp{qp} {q}: {}", stats.join(" | "));
+            }
+        }
+    }
     Ok(())
 }
