@@ -347,6 +347,8 @@ pub struct DecoderSession {
     pub independent_steps: Option<u8>,
     /// Benchmarks only: condition the denoiser on this QP's prompt instead of the frame's.
     pub prompt_qp: Option<u8>,
+    /// Benchmarks only: start the sampling from this diffusion step instead of the model's.
+    pub start_step: Option<usize>,
 }
 
 impl DecoderSession {
@@ -362,6 +364,7 @@ impl DecoderSession {
             diffusion_steps: None,
             independent_steps: None,
             prompt_qp: None,
+            start_step: None,
         }
     }
 
@@ -449,7 +452,7 @@ impl DecoderSession {
             let (z0, stats) = diffusion::sample(
                 &m.denoiser,
                 &self.schedule,
-                m.config.denoiser.start_step,
+                self.start_step.unwrap_or(m.config.denoiser.start_step_for(qp)),
                 &m.to_diffusion_space(&latent),
                 &c0,
                 ratio,

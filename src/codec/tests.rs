@@ -249,3 +249,23 @@ fn tdir_with_d_equal_ds_is_the_no_reuse_path_and_resets_at_i_frames() {
     assert_eq!(stats[2].reused_steps, 2, "later P-frames reuse DS − D steps");
     assert_eq!(stats[3].network_steps, 4, "I-frames run every step");
 }
+
+#[test]
+fn model_id_covers_weights_and_config() {
+    let dir = std::env::temp_dir().join(format!("gvc-model-id-{}", std::process::id()));
+    GvcModel::random(tiny_config(), 7, Device::Cpu).save(&dir).unwrap();
+    let id = |dir: &std::path::Path| GvcModel::load(dir, Device::Cpu).unwrap().id;
+    let original = id(&dir);
+    assert_eq!(id(&dir), original, "the id must be a pure function of the folder");
+    // Another start step per QP decodes differently, so it must be another model.
+    let mut config = ModelConfig::load(&dir).unwrap();
+    config.denoiser.start_step_per_qp = vec![300, 200, 100, 50];
+    config.save(&dir).unwrap();
+    assert_eq!(ModelConfig::load(&dir).unwrap().denoiser.start_step_for(2), 100);
+    assert_eq!(ModelConfig::load(&dir).unwrap().denoiser.start_step_for(9), 300);
+    let with_steps = id(&dir);
+    assert_ne!(with_steps, original);
+    GvcModel::random(tiny_config(), 8, Device::Cpu).save(&dir).unwrap();
+    assert_ne!(id(&dir), original, "other weights, same config");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

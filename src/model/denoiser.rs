@@ -18,10 +18,22 @@ pub struct DenoiserConfig {
     pub train_steps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
-    /// Timestep ŷ is noised to before sampling starts (DiffVC's N).
+    /// Timestep ŷ is noised to before sampling starts (DiffVC's N); training draws
+    /// timesteps up to it.
     pub start_step: usize,
+    /// N per QP index where it differs from `start_step` (less noise where ŷ is closer to
+    /// y); chosen with `gvc-bench-diffusion --start-steps`. Empty: `start_step` everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_step_per_qp: Vec<usize>,
     /// Multiplier bringing the autoencoder's latent to unit variance.
     pub latent_scale: f64,
+}
+
+impl DenoiserConfig {
+    /// The N sampling starts from at rate point `qp`.
+    pub fn start_step_for(&self, qp: i64) -> usize {
+        self.start_step_per_qp.get(qp as usize).copied().unwrap_or(self.start_step)
+    }
 }
 
 fn sinusoid(x: &Tensor, dim: i64) -> Tensor {

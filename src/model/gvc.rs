@@ -4,7 +4,7 @@
 use super::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use super::denoiser::Denoiser;
 use super::spynet::SpyNet;
-use super::{load_pretrained, model_id_of_file, LatentAutoencoder, ModelConfig};
+use super::{load_pretrained, model_id, LatentAutoencoder, ModelConfig};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
@@ -44,7 +44,7 @@ impl GvcModel {
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::load(dir)?;
         let weights = dir.join("weights.safetensors");
-        let id = model_id_of_file(&weights)?;
+        let id = model_id(&weights, &config)?;
         let mut model = Self::build(config, id, device);
         model.vs.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
         // Weights ship in f16 (half the size); inference runs in f32.

@@ -67,15 +67,19 @@ impl ModelConfig {
                 beta_start: 1e-4,
                 beta_end: 0.02,
                 start_step: 300,
+                start_step_per_qp: Vec::new(),
                 latent_scale: 1.0,
             },
         }
     }
 }
 
-/// FNV-1a 64 of the weights file: the model id written into every sequence header.
-pub fn model_id_of_file(path: &Path) -> Result<u64> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+/// The model id written into every sequence header: FNV-1a 64 of the weights file followed
+/// by the config as compact JSON. Both decide what a decoder outputs (the config holds the
+/// diffusion schedule and start steps), so a change to either makes a new model.
+pub fn model_id(weights: &Path, config: &ModelConfig) -> Result<u64> {
+    let mut bytes = std::fs::read(weights).with_context(|| format!("reading {}", weights.display()))?;
+    bytes.extend(serde_json::to_vec(config)?);
     Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)))
 }
 
