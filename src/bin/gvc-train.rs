@@ -10,27 +10,21 @@
 use anyhow::{bail, Context, Result};
 use gstgvc::cli::KeyValues;
 use gstgvc::model::lpips::Backbone;
-use gstgvc::training::{self, autoencoder, codec, diffusion, TrainingClips};
+use gstgvc::training::{self, autoencoder, codec, diffusion, StageOptions, TrainingClips};
 use std::path::PathBuf;
 
 enum Stage {
     Autoencoder(autoencoder::Options),
     Codec(codec::Options),
     CodecCheck(codec::Options, usize),
-    Diffusion(diffusion::Options),
+    Diffusion(StageOptions),
     Export(PathBuf),
 }
 
-fn codec_options(o: &KeyValues, model_dir: PathBuf, minutes: Option<f64>) -> Result<codec::Options> {
+fn codec_options(o: &KeyValues) -> Result<codec::Options> {
     Ok(codec::Options {
-        model_dir,
-        steps: o.value("steps", 3000)?,
-        batch: o.value("batch", 8)?,
-        crop: o.value("crop", 128)?,
+        stage: StageOptions::from_cli(o, 3000, 2e-4, 2)?,
         frames: o.value("frames", 3)?,
-        lr: o.value("lr", 2e-4)?,
-        seed: o.value("seed", 2)?,
-        minutes,
         lambdas: o.list("lambdas")?,
     })
 }
@@ -42,18 +36,10 @@ fn main() -> Result<()> {
     let threads: i32 = o.value("threads", 2)?;
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
-    let model_dir = PathBuf::from(o.string("model-dir", "models/gvc-small"));
-    let minutes = o.optional("minutes")?;
     let stage = match stage.as_str() {
-        "export" => Stage::Export(model_dir),
+        "export" => Stage::Export(PathBuf::from(o.string("model-dir", "models/gvc-small"))),
         "autoencoder" => Stage::Autoencoder(autoencoder::Options {
-            model_dir,
-            steps: o.value("steps", 6000)?,
-            batch: o.value("batch", 8)?,
-            crop: o.value("crop", 128)?,
-            lr: o.value("lr", 3e-4)?,
-            seed: o.value("seed", 1)?,
-            minutes,
+            stage: StageOptions::from_cli(&o, 6000, 3e-4, 1)?,
             perceptual_weight: o.value("perceptual-weight", 0.5)?,
             perceptual_backbone: match o.string("perceptual", "alexnet").as_str() {
                 "alexnet" => Backbone::AlexNet,
@@ -62,17 +48,9 @@ fn main() -> Result<()> {
             },
             perceptual_layers: o.value("perceptual-layers", 5)?,
         }),
-        "codec" => Stage::Codec(codec_options(&o, model_dir, minutes)?),
-        "codec-check" => Stage::CodecCheck(codec_options(&o, model_dir, minutes)?, o.value("batches", 3)?),
-        "diffusion" => Stage::Diffusion(diffusion::Options {
-            model_dir,
-            steps: o.value("steps", 3000)?,
-            batch: o.value("batch", 8)?,
-            crop: o.value("crop", 128)?,
-            lr: o.value("lr", 2e-4)?,
-            seed: o.value("seed", 3)?,
-            minutes,
-        }),
+        "codec" => Stage::Codec(codec_options(&o)?),
+        "codec-check" => Stage::CodecCheck(codec_options(&o)?, o.value("batches", 3)?),
+        "diffusion" => Stage::Diffusion(StageOptions::from_cli(&o, 3000, 2e-4, 3)?),
         other => bail!("unknown stage {other}"),
     };
     o.finish()?;

@@ -2,24 +2,16 @@
 //! then frozen for every later stage. The perceptual backbone is selectable: VGG16 (what
 //! DiffVC's losses use) costs ~6× AlexNet per step on this CPU, so AlexNet is the default.
 
-use super::{psnr, restore_weights, Rng, StageRun, TrainingClips};
+use super::{psnr, restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
 use anyhow::Result;
-use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind};
 
 pub struct Options {
-    pub model_dir: PathBuf,
-    pub steps: i64,
-    pub batch: usize,
-    pub crop: i64,
-    pub lr: f64,
-    pub seed: u64,
-    /// Stop after this many minutes even if `steps` is not reached (weights are saved).
-    pub minutes: Option<f64>,
+    pub stage: StageOptions,
     /// Weight of the perceptual term.
     pub perceptual_weight: f64,
     pub perceptual_backbone: Backbone,
@@ -29,9 +21,9 @@ pub struct Options {
 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
-    let cfg = ModelConfig::load(&opt.model_dir)?;
-    let mut run = StageRun::start(&opt.model_dir, "ae", opt.steps, opt.lr, opt.minutes)?;
-    tch::manual_seed(opt.seed as i64);
+    let cfg = ModelConfig::load(&opt.stage.model_dir)?;
+    let mut run = StageRun::start(&opt.stage.model_dir, "ae", opt.stage.steps, opt.stage.lr, opt.stage.minutes)?;
+    tch::manual_seed(opt.stage.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(vs.root() / "autoencoder", &cfg.autoencoder);
     let restored = restore_weights(&mut vs, run.weights())?;
@@ -42,13 +34,13 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         Backbone::Vgg16 => "lpips_vgg16.safetensors",
     };
     let (_, perceptual_net) = load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?;
-    let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
-    let mut rng = Rng::new(opt.seed ^ run.step as u64);
+    let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
+    let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
     let mut window = (0.0, 0.0, 0.0, 0usize);
     let mut last_log = Instant::now();
     while run.more() {
         optim.set_lr(run.lr());
-        let x = data.sample(&mut rng, opt.batch, 1, opt.crop)?.squeeze_dim(1).to_device(device);
+        let x = data.sample(&mut rng, opt.stage.batch, 1, opt.stage.crop)?.squeeze_dim(1).to_device(device);
         let y = ae.encoder.encode(&x);
         // Latent noise keeps D robust to the codec's reconstruction error.
         let y_noisy = &y + y.randn_like() * 0.05;
@@ -63,12 +55,12 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         window.1 += perceptual.double_value(&[]);
         window.2 += psnr(&xr.detach().clamp(0.0, 1.0), &x);
         window.3 += 1;
-        if run.step % 25 == 0 || run.step == opt.steps {
+        if run.step % 25 == 0 || run.step == opt.stage.steps {
             let n = window.3 as f64;
             eprintln!(
                 "[ae] step {}/{} l1 {:.4} lpips {:.4} psnr {:.2} dB | {:.2} s/step",
                 run.step,
-                opt.steps,
+                opt.stage.steps,
                 window.0 / n,
                 window.1 / n,
                 window.2 / n,

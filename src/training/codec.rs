@@ -4,7 +4,7 @@
 //! cascade of P-frames after an I-frame, at a random QP per step (variable rate in one
 //! model through the learned q_enc/q_dec).
 
-use super::{restore_weights, Rng, StageRun, TrainingClips};
+use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
 use crate::model::gvc::GvcModel;
@@ -12,21 +12,14 @@ use crate::model::layers::flow_warp;
 use crate::model::spynet::SpyNet;
 use crate::model::{LatentAutoencoder, ModelConfig};
 use anyhow::Result;
-use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
 pub struct Options {
-    pub model_dir: PathBuf,
-    pub steps: i64,
-    pub batch: usize,
-    pub crop: i64,
+    pub stage: StageOptions,
     /// Frames per training sequence (one I-frame, then P-frames).
     pub frames: i64,
-    pub lr: f64,
-    pub seed: u64,
-    pub minutes: Option<f64>,
     /// λ of each QP, replacing the model config's (to move the rate ladder).
     pub lambdas: Option<Vec<f64>>,
 }
@@ -149,12 +142,12 @@ pub fn analyse_sequences(ae: &LatentAutoencoder, spynet: &SpyNet, seq: &Tensor) 
 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
-    let cfg = ModelConfig::load(&opt.model_dir)?;
+    let cfg = ModelConfig::load(&opt.stage.model_dir)?;
     let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
     anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
     eprintln!("[codec] λ per QP: {lambdas:?}");
-    let mut run = StageRun::start(&opt.model_dir, "codec", opt.steps, opt.lr, opt.minutes)?;
-    tch::manual_seed(opt.seed as i64);
+    let mut run = StageRun::start(&opt.stage.model_dir, "codec", opt.stage.steps, opt.stage.lr, opt.stage.minutes)?;
+    tch::manual_seed(opt.stage.seed as i64);
 
     let mut ae_vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
@@ -167,8 +160,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[codec] {restored} tensors restored, resuming at step {}", run.step);
-    let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
-    let mut rng = Rng::new(opt.seed ^ (run.step as u64).wrapping_mul(31));
+    let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
+    let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
     // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count).
     let mut window = vec![[0.0f64; 5]; nq];
@@ -179,8 +172,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let lambda = lambdas[qp as usize];
-        let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
-        let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
+        let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
+        let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let coded = code_sequence(&nets, &ys, &flows, qp, Quantization::Train);
         // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous
@@ -215,8 +208,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         w[3] += mse_p / np;
         w[4] += 1.0;
         logged_steps += 1;
-        if run.step % 50 == 0 || run.step == opt.steps {
-            let mut line = format!("[codec] step {}/{}", run.step, opt.steps);
+        if run.step % 50 == 0 || run.step == opt.stage.steps {
+            let mut line = format!("[codec] step {}/{}", run.step, opt.stage.steps);
             for (q, w) in window.iter().enumerate() {
                 if w[4] > 0.0 {
                     line += &format!(
@@ -245,8 +238,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
 /// the training quantization and with the entropy coder's hard rounding (no update).
 pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> {
     let device = Device::cuda_if_available();
-    let cfg = ModelConfig::load(&opt.model_dir)?;
-    let file = super::checkpoint_file(&opt.model_dir);
+    let cfg = ModelConfig::load(&opt.stage.model_dir)?;
+    let file = super::checkpoint_file(&opt.stage.model_dir);
     let mut ae_vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
     restore_weights(&mut ae_vs, &file)?;
@@ -254,10 +247,10 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
     let mut vs = nn::VarStore::new(device);
     let nets = CodecNets::new(&vs.root(), &cfg);
     restore_weights(&mut vs, &file)?;
-    let mut rng = Rng::new(opt.seed);
-    let pixels = (opt.batch as i64 * opt.crop * opt.crop) as f64;
+    let mut rng = Rng::new(opt.stage.seed);
+    let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
     for b in 0..batches {
-        let seq = data.sample(&mut rng, opt.batch, opt.frames, opt.crop)?.to_device(device);
+        let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let y_var = ys[0].square().mean(Kind::Float).double_value(&[]);
         for qp in 0..cfg.codec.num_qps {

@@ -5,28 +5,17 @@
 //! never starts above it.
 
 use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
-use super::{restore_weights, Rng, StageRun, TrainingClips};
+use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::diffusion::NoiseSchedule;
 use crate::model::denoiser::Denoiser;
 use crate::model::gvc::GvcModel;
 use crate::model::{LatentAutoencoder, ModelConfig};
 use anyhow::{ensure, Result};
-use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-pub struct Options {
-    pub model_dir: PathBuf,
-    pub steps: i64,
-    pub batch: usize,
-    pub crop: i64,
-    pub lr: f64,
-    pub seed: u64,
-    pub minutes: Option<f64>,
-}
-
-pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
+pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
     let device = Device::cuda_if_available();
     let mut cfg = ModelConfig::load(&opt.model_dir)?;
     let mut run = StageRun::start(&opt.model_dir, "diffusion", opt.steps, opt.lr, opt.minutes)?;

@@ -6,6 +6,7 @@ pub mod autoencoder;
 pub mod codec;
 pub mod diffusion;
 
+use crate::cli::KeyValues;
 use crate::clips::{clip_dir, load_clip, Clip};
 use anyhow::{ensure, Context, Result};
 use std::collections::HashMap;
@@ -93,6 +94,34 @@ impl TrainingClips {
                 (name.clone(), clip.float_frames(index, 1).narrow(2, y0, c).narrow(3, x0, c))
             })
             .collect()
+    }
+}
+
+/// What every stage takes (`gvc-train` options of the same names).
+pub struct StageOptions {
+    pub model_dir: PathBuf,
+    /// Step target; the stage resumes from its saved counter.
+    pub steps: i64,
+    pub batch: usize,
+    pub crop: i64,
+    pub lr: f64,
+    pub seed: u64,
+    /// Stop after this many minutes even if `steps` is not reached (weights are saved).
+    pub minutes: Option<f64>,
+}
+
+impl StageOptions {
+    /// `--model-dir --steps --batch --crop --lr --seed --minutes` with the stage's defaults.
+    pub fn from_cli(o: &KeyValues, steps: i64, lr: f64, seed: u64) -> Result<Self> {
+        Ok(Self {
+            model_dir: PathBuf::from(o.string("model-dir", "models/gvc-small")),
+            steps: o.value("steps", steps)?,
+            batch: o.value("batch", 8)?,
+            crop: o.value("crop", 128)?,
+            lr: o.value("lr", lr)?,
+            seed: o.value("seed", seed)?,
+            minutes: o.optional("minutes")?,
+        })
     }
 }
 
