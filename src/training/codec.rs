@@ -242,11 +242,15 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
     let file = super::checkpoint_file(&opt.stage.model_dir);
     let mut ae_vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(ae_vs.root() / "autoencoder", &cfg.autoencoder);
-    restore_weights(&mut ae_vs, &file)?;
+    anyhow::ensure!(
+        restore_weights(&mut ae_vs, &file)? > 0,
+        "no autoencoder weights in {}",
+        opt.stage.model_dir.display()
+    );
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
     let mut vs = nn::VarStore::new(device);
     let nets = CodecNets::new(&vs.root(), &cfg);
-    restore_weights(&mut vs, &file)?;
+    anyhow::ensure!(restore_weights(&mut vs, &file)? > 0, "no codec weights in {}", opt.stage.model_dir.display());
     let mut rng = Rng::new(opt.stage.seed);
     let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
     for b in 0..batches {
