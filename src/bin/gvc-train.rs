@@ -37,7 +37,7 @@ fn main() -> Result<()> {
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
     let stage = match stage.as_str() {
-        "export" => Stage::Export(PathBuf::from(o.string("model-dir", "models/gvc-small"))),
+        "export" => Stage::Export(StageOptions::model_dir(&o)),
         "autoencoder" => Stage::Autoencoder(autoencoder::Options {
             stage: StageOptions::from_cli(&o, 6000, 3e-4, 1)?,
             perceptual_weight: o.value("perceptual-weight", 0.5)?,

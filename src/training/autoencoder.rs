@@ -22,7 +22,7 @@ pub struct Options {
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let device = Device::cuda_if_available();
     let cfg = ModelConfig::load(&opt.stage.model_dir)?;
-    let mut run = StageRun::start(&opt.stage.model_dir, "ae", opt.stage.steps, opt.stage.lr, opt.stage.minutes)?;
+    let mut run = StageRun::start(&opt.stage, "ae")?;
     tch::manual_seed(opt.stage.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let ae = LatentAutoencoder::new(vs.root() / "autoencoder", &cfg.autoencoder);

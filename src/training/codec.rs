@@ -146,7 +146,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
     anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
     eprintln!("[codec] λ per QP: {lambdas:?}");
-    let mut run = StageRun::start(&opt.stage.model_dir, "codec", opt.stage.steps, opt.stage.lr, opt.stage.minutes)?;
+    let mut run = StageRun::start(&opt.stage, "codec")?;
     tch::manual_seed(opt.stage.seed as i64);
 
     let mut ae_vs = nn::VarStore::new(device);

@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
     let device = Device::cuda_if_available();
     let mut cfg = ModelConfig::load(&opt.model_dir)?;
-    let mut run = StageRun::start(&opt.model_dir, "diffusion", opt.steps, opt.lr, opt.minutes)?;
+    let mut run = StageRun::start(opt, "diffusion")?;
     tch::manual_seed(opt.seed as i64);
 
     let mut frozen = nn::VarStore::new(device);

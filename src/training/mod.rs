@@ -111,10 +111,15 @@ pub struct StageOptions {
 }
 
 impl StageOptions {
+    /// `--model-dir` (default: the shipped model's folder).
+    pub fn model_dir(o: &KeyValues) -> PathBuf {
+        PathBuf::from(o.string("model-dir", "models/gvc-small"))
+    }
+
     /// `--model-dir --steps --batch --crop --lr --seed --minutes` with the stage's defaults.
     pub fn from_cli(o: &KeyValues, steps: i64, lr: f64, seed: u64) -> Result<Self> {
         Ok(Self {
-            model_dir: PathBuf::from(o.string("model-dir", "models/gvc-small")),
+            model_dir: Self::model_dir(o),
             steps: o.value("steps", steps)?,
             batch: o.value("batch", 8)?,
             crop: o.value("crop", 128)?,
@@ -139,12 +144,13 @@ pub struct StageRun {
 
 impl StageRun {
     /// Picks up the stage's saved step counter (`checkpoints/<tag>.step`) if there is one.
-    pub fn start(model_dir: &Path, tag: &'static str, steps: i64, lr: f64, minutes: Option<f64>) -> Result<Self> {
-        std::fs::create_dir_all(model_dir.join("checkpoints"))?;
-        let progress_file = model_dir.join(format!("checkpoints/{tag}.step"));
+    pub fn start(opt: &StageOptions, tag: &'static str) -> Result<Self> {
+        std::fs::create_dir_all(opt.model_dir.join("checkpoints"))?;
+        let progress_file = opt.model_dir.join(format!("checkpoints/{tag}.step"));
         let step = std::fs::read_to_string(&progress_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        let weights = checkpoint_file(model_dir);
-        Ok(Self { tag, progress_file, weights, started: Instant::now(), minutes, steps, lr, step })
+        let weights = checkpoint_file(&opt.model_dir);
+        let started = Instant::now();
+        Ok(Self { tag, progress_file, weights, started, minutes: opt.minutes, steps: opt.steps, lr: opt.lr, step })
     }
 
     pub fn weights(&self) -> &Path {
