@@ -145,7 +145,7 @@ fn decode_stream(model: &Arc<GvcModel>, stream: &[Vec<u8>]) -> (Vec<Tensor>, Vec
     stream.iter().map(|au| (plain.decode(au).unwrap().picture, diffused.decode(au).unwrap().picture)).unzip()
 }
 
-/// Child-process half of `trained_model_is_bit_exact_across_processes_and_in_sync_across_threads`.
+/// Child-process half of `trained_model_is_bit_exact_across_processes_and_thread_counts`.
 #[test]
 fn child_decode_from_file() {
     let Ok(path) = std::env::var("GVC_CHILD_STREAM") else { return };
@@ -157,7 +157,7 @@ fn child_decode_from_file() {
 }
 
 #[test]
-fn trained_model_is_bit_exact_across_processes_and_in_sync_across_threads() {
+fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     let model = shipped_model();
     let frames = real_frames(16);
     tch::set_num_threads(2);
@@ -169,16 +169,23 @@ fn trained_model_is_bit_exact_across_processes_and_in_sync_across_threads() {
     // Decoding twice gives identical frames, diffusion included.
     let (_, again) = decode_stream(&model, &stream);
     assert!(diffused.iter().zip(&again).all(|(a, b)| a.equal(b)));
-    // With another intra-op thread count libtorch's CPU convolutions round differently, so
-    // pictures are not bit-exact; the entropy path must still stay in sync (the stream
-    // decodes) and the pictures agree to well under one 8-bit level.
+    // Another intra-op thread count changes nothing in the codec: an encoder on 1 thread
+    // writes the same bytes and reconstruction, a decoder on 1 thread outputs the same
+    // pictures. The diffusion decode differs in the last float bits (measured 4e-7; most
+    // likely SiLU/exp, whose vectorised and scalar paths round differently and which threads
+    // split at other points; the codec uses only LeakyReLU), so it is held to well under an
+    // 8-bit level: diffusion is bit-exact for the same machine and thread count.
     tch::set_num_threads(1);
-    let (plain_1t, _) = decode_stream(&model, &stream);
+    let (stream_1t, recon_1t) = encode_clip(&model, &frames, 1);
+    let (plain_1t, diffused_1t) = decode_stream(&model, &stream);
     tch::set_num_threads(2);
-    for (i, (a, b)) in plain_1t.iter().zip(&recon).enumerate() {
-        let diff = (a - b).abs().max().double_value(&[]);
-        eprintln!("frame {i}: max |1 thread - 2 threads| = {diff:e}");
-        assert!(diff < 0.5 / 255.0, "frame {i}: 1-thread decode differs by {diff}");
+    assert_eq!(stream_1t, stream, "a 1-thread encoder writes other bytes");
+    for i in 0..recon.len() {
+        assert!(recon_1t[i].equal(&recon[i]), "frame {i}: 1-thread encoder reconstruction differs");
+        assert!(plain_1t[i].equal(&recon[i]), "frame {i}: 1-thread decode differs");
+        let diff = (&diffused_1t[i] - &diffused[i]).abs().max().double_value(&[]);
+        eprintln!("frame {i}: diffusion decode, max |1 thread − 2 threads| = {diff:e}");
+        assert!(diff < 0.5 / 255.0, "frame {i}: 1-thread diffusion decode differs by {diff}");
     }
     // A separate process decodes the same bits to the same pictures.
     let path = std::env::temp_dir().join(format!("gvc-child-{}.json", std::process::id()));
