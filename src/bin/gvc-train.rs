@@ -2,7 +2,7 @@
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
-//! (also `--frames F`, `--lambdas λ0,λ1,…`), `diffusion`, then `export` writes the f16
+//! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`), `diffusion`, then `export` writes the f16
 //! `weights.safetensors` that inference loads. `codec-check [--batches N]` prints the
 //! codec's per-QP rate and latent MSE on training crops without training.
 //! Training resumes from the weights and step counter in the model folder.
@@ -26,6 +26,7 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
         stage: StageOptions::from_cli(o, 3000, 2e-4, 2)?,
         frames: o.value("frames", 3)?,
         lambdas: o.list("lambdas")?,
+        align_floor: o.value("align-floor", 0.25)?,
     })
 }
 

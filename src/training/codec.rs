@@ -1,6 +1,6 @@
 //! Stage 1: the conditional codec (intra, motion and contextual modules) on the frozen
 //! autoencoder's latent. One stage covers DiffVC's Table 2 stages 1–7 in compressed form:
-//! a motion-alignment warm-up term that fades out, then joint rate–distortion over a
+//! a motion-alignment warm-up term that fades to a floor, then joint rate–distortion over a
 //! cascade of P-frames after an I-frame, at a random QP per step (variable rate in one
 //! model through the learned q_enc/q_dec).
 
@@ -22,6 +22,10 @@ pub struct Options {
     pub frames: i64,
     /// λ of each QP, replacing the model config's (to move the rate ladder).
     pub lambdas: Option<Vec<f64>>,
+    /// Weight of the motion-alignment term (× λ) kept after the warm-up. Without it the
+    /// decoded motion drifts into a feature map that no longer aligns frames, and TDIR's
+    /// buffer needs real motion.
+    pub align_floor: f64,
 }
 
 /// How the codes are quantized in a training forward pass.
@@ -177,8 +181,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let coded = code_sequence(&nets, &ys, &flows, qp, Quantization::Train);
         // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous
-        // latent; it fades out over the first 20 % of training.
-        let warmup = (1.0 - progress / 0.2).max(0.0);
+        // latent; it fades over the first 20 % of training down to `align_floor`.
+        let warmup = (1.0 - progress / 0.2).max(opt.align_floor);
         let mut loss = Tensor::zeros([], (Kind::Float, device));
         let (mut bpp_i, mut mse_i, mut bpp_p, mut mse_p) = (0.0, 0.0, 0.0, 0.0);
         for (t, f) in coded.iter().enumerate() {
@@ -272,8 +276,13 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
                     .map(|(t, f)| {
                         let per_item = (&f.y_hat - &ys[t]).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
                         let motion = f.motion_bits.as_ref().map_or(0.0, |b| b.double_value(&[]) / pixels);
+                        // Does the decoded motion align frames better than no motion at all?
+                        let align = f.align.as_ref().map_or(String::new(), |a| {
+                            let still = (&ys[t - 1] - &ys[t]).square().mean(Kind::Float).double_value(&[]);
+                            format!(" align {:.4} (zero motion {still:.4})", a.double_value(&[]))
+                        });
                         format!(
-                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4})",
+                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4}){align}",
                             f.bits.double_value(&[]) / pixels,
                             per_item.mean(Kind::Float).double_value(&[]),
                             per_item.max().double_value(&[])
