@@ -1,10 +1,11 @@
 //! Diffusion decoder benchmarks (prints, never asserts), engine level on real clips:
 //! no diffusion vs diffusion (DiffVC Table 5 rows A/B), TDIR off (D = DS) vs on (D = DS/2),
-//! and the right vs a wrong QP prompt; optionally TDIR on from other start steps N.
+//! and the right vs a wrong QP prompt; optionally TDIR on from other start steps N or with
+//! other agreement scales τ.
 //! Every row decodes the same bits.
 //!
 //! `gvc-bench-diffusion [--clip carphone_pristine.mp4] [--frames 32] [--diffusion-steps 4]
-//!  [--start-steps N1,N2,…]`
+//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…]`
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;
@@ -23,6 +24,8 @@ fn main() -> Result<()> {
     let frames: usize = o.value("frames", 32)?;
     let ds: u8 = o.value("diffusion-steps", 4)?;
     let start_steps: Vec<usize> = o.list("start-steps")?.unwrap_or_default();
+    let qps: Option<Vec<u8>> = o.list("qps")?;
+    let agreements: Vec<f64> = o.list("tdir-agreements")?.unwrap_or_default();
     o.finish()?;
     let model = Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::Cpu)?);
     let clip = load_clip(&clip_dir().join(&clip_name), Some(frames), None)?;
@@ -37,9 +40,15 @@ fn main() -> Result<()> {
         (0..model.config.codec.num_qps).map(|q| model.config.denoiser.start_step_for(q)).collect::<Vec<_>>(),
         tch::get_num_threads()
     );
-    println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | network steps / P-frame |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for qp in 0..model.config.codec.num_qps as u8 {
+    println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | of which sampling | network steps / P-frame |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let qps = qps.unwrap_or_else(|| (0..model.config.codec.num_qps as u8).collect());
+    for &qp in &qps {
+        anyhow::ensure!(
+            (qp as i64) < model.config.codec.num_qps,
+            "--qps: the model has {} rate points",
+            model.config.codec.num_qps
+        );
         let params = EncoderParams {
             width: clip.width() as u32,
             height: clip.height() as u32,
@@ -56,31 +65,39 @@ fn main() -> Result<()> {
         let bpp = stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
         let wrong = if qp == 0 { model.config.codec.num_qps as u8 - 1 } else { 0 };
         let half = (ds / 2).max(1);
-        let variant = |name: String, steps, independent, prompt_qp, start_step| {
+        let variant = |name: String, steps, independent| {
             let mut dec = DecoderSession::new(model.clone());
             dec.diffusion_steps = Some(steps);
             dec.independent_steps = Some(independent);
-            dec.prompt_qp = prompt_qp;
-            dec.start_step = start_step;
             (name, dec)
         };
         let mut variants = vec![
-            variant("no diffusion (A)".into(), 0, 0, None, None),
-            variant("diffusion, TDIR off (D = DS)".into(), ds, ds, None, None),
-            variant("diffusion, TDIR on (D = DS/2)".into(), ds, half, None, None),
-            variant("TDIR on, wrong QP prompt".into(), ds, half, Some(wrong), None),
+            variant("no diffusion (A)".into(), 0, 0),
+            variant("diffusion, TDIR off (D = DS)".into(), ds, ds),
+            variant("diffusion, TDIR on (D = DS/2)".into(), ds, half),
         ];
+        let mut wrong_prompt = variant("TDIR on, wrong QP prompt".into(), ds, half);
+        wrong_prompt.1.prompt_qp = Some(wrong);
+        variants.push(wrong_prompt);
         for &start in &start_steps {
-            variants.push(variant(format!("TDIR on, N = {start}"), ds, half, None, Some(start)));
+            let mut v = variant(format!("TDIR on, N = {start}"), ds, half);
+            v.1.start_step = Some(start);
+            variants.push(v);
+        }
+        for &tau in &agreements {
+            let mut v = variant(format!("TDIR on, τ = {tau}"), ds, half);
+            v.1.tdir_agreement = Some(tau);
+            variants.push(v);
         }
         for (name, mut dec) in variants {
-            let (mut p_time, mut p_count, mut p_steps) = (0.0, 0, 0);
+            let (mut p_time, mut p_sampling, mut p_count, mut p_steps) = (0.0, 0.0, 0, 0);
             let mut out = Vec::new();
             for au in &stream {
                 let t0 = Instant::now();
                 let f = dec.decode(au)?;
                 if f.frame_type == FrameType::Inter {
                     p_time += t0.elapsed().as_secs_f64();
+                    p_sampling += f.stats.seconds;
                     p_count += 1;
                     p_steps += f.stats.network_steps;
                 }
@@ -88,12 +105,13 @@ fn main() -> Result<()> {
             }
             let decoded = Tensor::cat(&out, 0);
             println!(
-                "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.2} |",
+                "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
                 psnr(&reference, &decoded),
                 lpips.mean(&reference, &decoded),
                 dists.mean(&reference, &decoded),
                 lpips.tlp(&reference, &decoded),
                 1000.0 * p_time / p_count.max(1) as f64,
+                1000.0 * p_sampling / p_count.max(1) as f64,
                 p_steps as f64 / p_count.max(1) as f64
             );
         }

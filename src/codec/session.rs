@@ -349,6 +349,8 @@ pub struct DecoderSession {
     pub prompt_qp: Option<u8>,
     /// Benchmarks only: start the sampling from this diffusion step instead of the model's.
     pub start_step: Option<usize>,
+    /// Benchmarks only: TDIR's agreement scale τ instead of the model's.
+    pub tdir_agreement: Option<f64>,
 }
 
 impl DecoderSession {
@@ -365,6 +367,7 @@ impl DecoderSession {
             independent_steps: None,
             prompt_qp: None,
             start_step: None,
+            tdir_agreement: None,
         }
     }
 
@@ -425,15 +428,15 @@ impl DecoderSession {
         let mut dec = RansDecoder::new(&packet.substreams[0])?;
         let mut coder = Coder::Decode(&mut dec);
         let intra = packet.frame_type == FrameType::Intra;
-        let (latent, code, context) = if intra {
+        let (latent, code, context, motion) = if intra {
             let (latent, code) = fc.intra(&mut coder, qp, code_hw, None)?;
-            (latent, code, None)
+            (latent, code, None, None)
         } else {
             let reference = self.reference.as_ref().unwrap();
             let flow8_hat = fc.motion(&mut coder, qp, code_hw, None)?;
             let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
             let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, None)?;
-            (latent, code, Some(ctx))
+            (latent, code, Some(ctx), Some(flow8_hat))
         };
         ensure!(dec.is_exhausted(), "frame {} payload does not match its symbols (damaged?)", packet.frame_number);
         let (ds, d) = self.effective_steps();
@@ -441,7 +444,13 @@ impl DecoderSession {
             Some(ctx) => ctx.c0.shallow_clone(),
             None => Tensor::zeros([1, m.config.codec.context, ch / 8, cw / 8], (Kind::Float, m.device)),
         };
-        let plan = SamplingPlan { steps: ds, independent: d, seed: packet.noise_seed as u64, use_buffer: !intra };
+        let plan = SamplingPlan {
+            steps: ds,
+            independent: d,
+            seed: packet.noise_seed as u64,
+            use_buffer: !intra,
+            agreement: self.tdir_agreement.unwrap_or(m.config.denoiser.tdir_agreement),
+        };
         let prompt_qp = self.prompt_qp.map_or(qp, |q| (q as i64).min(m.config.codec.num_qps - 1));
         let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
         // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
@@ -457,6 +466,7 @@ impl DecoderSession {
                 &c0,
                 ratio,
                 &plan,
+                motion.as_ref(),
                 &mut self.buffer,
             );
             (m.from_diffusion_space(&z0), stats)

@@ -3,6 +3,7 @@
 //! GOP. Noise comes from a seeded Rust PRNG, so decoding is reproducible bit for bit.
 
 use crate::model::denoiser::{Denoiser, DenoiserConfig};
+use crate::model::layers::flow_warp;
 use tch::{Device, Kind, Tensor};
 
 /// DDPM linear-β schedule.
@@ -90,15 +91,67 @@ pub fn seeded_noise(seed: u64, shape: &[i64], device: Device) -> Tensor {
 }
 
 /// TDIR's per-GOP buffer: the predicted clean latent ÿ at each sampling step of the
-/// previous P-frame. Reset at every I-frame and on flush/seek.
+/// previous P-frame, and that frame's ŷ. Reset at every I-frame and on flush/seek.
 #[derive(Default)]
 pub struct DiffusionBuffer {
-    predictions: Vec<Tensor>,
+    /// (ŷ, ÿ per step) of the last P-frame.
+    frame: Option<(Tensor, Vec<Tensor>)>,
 }
 
 impl DiffusionBuffer {
     pub fn reset(&mut self) {
-        self.predictions.clear();
+        self.frame = None;
+    }
+}
+
+/// How the previous frame's predictions are carried to the current frame.
+///
+/// DiffVC reuses ÿ as is, which assumes a static scene: under motion the reused steps paint
+/// the previous frame (on fast motion far worse than no diffusion at all). Here each latent
+/// pixel takes the previous frame through whichever aligns its ŷ better with the current ŷ,
+/// the decoded motion or no motion (the decoder checks, so a poor motion field cannot hurt).
+/// The previous prediction's detail ÿ − ŷ is always carried over; where the aligned
+/// previous ŷ also agrees with the current one (weight g → 1) the previous prediction is
+/// taken whole, which averages coding noise over time, and where it does not (occlusions,
+/// new content, g → 0) the current ŷ stays the base.
+struct Reuse {
+    /// Per latent pixel: the decoded motion aligns better than none.
+    use_motion: Option<(Tensor, Tensor)>,
+    /// The aligned previous ŷ and the agreement weight g.
+    aligned_source: Tensor,
+    agreement: Tensor,
+}
+
+impl Reuse {
+    fn new(source: &Tensor, y_hat: &Tensor, motion: Option<&Tensor>, agreement: f64) -> Self {
+        let distance = |a: &Tensor| (a - y_hat).square().mean_dim(1, true, Kind::Float);
+        let still = distance(source);
+        let (use_motion, aligned_source, d) = match motion {
+            Some(flow) => {
+                let warped = flow_warp(source, flow);
+                let moved = distance(&warped);
+                let better = moved.lt_tensor(&still);
+                let aligned = warped.where_self(&better, source);
+                let d = moved.minimum(&still);
+                (Some((better, flow.shallow_clone())), aligned, d)
+            }
+            None => (None, source.shallow_clone(), still),
+        };
+        let agreement = if agreement > 0.0 { (d / -agreement).exp() } else { d.zeros_like() };
+        Self { use_motion, aligned_source, agreement }
+    }
+
+    fn align(&self, x: &Tensor) -> Tensor {
+        match &self.use_motion {
+            Some((better, flow)) => flow_warp(x, flow).where_self(better, x),
+            None => x.shallow_clone(),
+        }
+    }
+
+    /// ŷ + (ÿ' − ŷ'_aligned) + g·(ŷ'_aligned − ŷ), with ÿ' the previous prediction aligned.
+    fn carry(&self, previous: &Tensor, y_hat: &Tensor) -> Tensor {
+        let detail = self.align(previous) - &self.aligned_source;
+        y_hat + detail + (&self.aligned_source - y_hat) * &self.agreement
     }
 }
 
@@ -110,13 +163,16 @@ pub struct SamplingPlan {
     pub seed: u64,
     /// Whether this frame may reuse the buffer and must refill it (P-frames).
     pub use_buffer: bool,
+    /// τ of [`DenoiserConfig::tdir_agreement`].
+    pub agreement: f64,
 }
 
-/// Counts of network evaluations, for benchmarks.
+/// Counts of network evaluations and the sampling's wall time, for benchmarks.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct SamplingStats {
     pub network_steps: usize,
     pub reused_steps: usize,
+    pub seconds: f64,
 }
 
 /// Samples z⁰ from ŷ (both in the scaled latent space) with TDIR.
@@ -129,8 +185,10 @@ pub fn sample(
     c0: &Tensor,
     ratio: f64,
     plan: &SamplingPlan,
+    motion: Option<&Tensor>,
     buffer: &mut DiffusionBuffer,
 ) -> (Tensor, SamplingStats) {
+    let started = std::time::Instant::now();
     let mut stats = SamplingStats::default();
     if plan.steps == 0 {
         return (y_hat.shallow_clone(), stats);
@@ -139,18 +197,22 @@ pub fn sample(
     let device = y_hat.device();
     let timesteps = schedule.timesteps(start_step, plan.steps);
     let mut z = schedule.add_noise(y_hat, &seeded_noise(plan.seed, &shape, device), timesteps[0]);
-    let reuse_steps = if plan.use_buffer && buffer.predictions.len() == plan.steps {
-        plan.steps - plan.independent.min(plan.steps)
-    } else {
-        0
+    // Reuse needs a buffer filled with as many steps (DS can change between frames).
+    let reuse = match &buffer.frame {
+        Some((source, predictions))
+            if plan.use_buffer && predictions.len() == plan.steps && plan.independent < plan.steps =>
+        {
+            Some((Reuse::new(source, y_hat, motion, plan.agreement), predictions, plan.steps - plan.independent))
+        }
+        _ => None,
     };
     let n = shape[0];
     let ratio_t = Tensor::full([n], ratio, (Kind::Float, device));
     let mut predictions = Vec::with_capacity(plan.steps);
     for (i, &t) in timesteps.iter().enumerate() {
-        let y_pred = if i < reuse_steps {
+        let y_pred = if let Some((reuse, previous, _)) = reuse.as_ref().filter(|r| i < r.2) {
             stats.reused_steps += 1;
-            buffer.predictions[i].shallow_clone()
+            reuse.carry(&previous[i], y_hat)
         } else {
             stats.network_steps += 1;
             let tt = Tensor::full([n], t as i64, (Kind::Int64, device));
@@ -162,9 +224,11 @@ pub fn sample(
         z = schedule.posterior_step(&z, &y_pred, t, s, &noise);
         predictions.push(y_pred);
     }
+    drop(reuse);
     if plan.use_buffer {
-        buffer.predictions = predictions;
+        buffer.frame = Some((y_hat.shallow_clone(), predictions));
     }
+    stats.seconds = started.elapsed().as_secs_f64();
     (z, stats)
 }
 
@@ -190,6 +254,57 @@ mod tests {
         }
         let err = (&z - &y).abs().max().double_value(&[]);
         assert!(err < 1e-5, "ended {err} away from the clean latent");
+    }
+
+    fn shift_right(x: &Tensor, by: i64) -> Tensor {
+        let w = x.size()[3];
+        Tensor::cat(&[x.narrow(3, 0, by), x.narrow(3, 0, w - by)], 3)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor, from_col: i64) -> f64 {
+        let w = a.size()[3] - from_col;
+        (a.narrow(3, from_col, w) - b.narrow(3, from_col, w)).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn reuse_follows_the_decoded_motion() {
+        // The scene moves 2 latent pixels to the right; the decoded motion says so
+        // (backward flow: each pixel samples the previous frame 2 pixels to its left).
+        let source = seeded_noise(1, &[1, 4, 8, 12], Device::Cpu);
+        let previous = seeded_noise(2, &[1, 4, 8, 12], Device::Cpu);
+        let y_hat = shift_right(&source, 2);
+        let flow = Tensor::cat(
+            &[
+                Tensor::full([1, 1, 8, 12], -2.0, (Kind::Float, Device::Cpu)),
+                Tensor::zeros([1, 1, 8, 12], (Kind::Float, Device::Cpu)),
+            ],
+            1,
+        );
+        for tau in [0.0, 0.3] {
+            let reused = Reuse::new(&source, &y_hat, Some(&flow), tau).carry(&previous, &y_hat);
+            // Away from the left border (which the warp fills by replication).
+            let err = max_diff(&reused, &shift_right(&previous, 2), 2);
+            assert!(err < 1e-5, "τ = {tau}: the reused prediction is {err} off the moved one");
+        }
+        // Plain reuse (DiffVC) would have painted the previous frame where it was.
+        assert!(max_diff(&previous, &shift_right(&previous, 2), 2) > 0.5);
+    }
+
+    #[test]
+    fn reuse_ignores_a_wrong_motion_and_new_content() {
+        let source = seeded_noise(1, &[1, 4, 8, 12], Device::Cpu);
+        let previous = seeded_noise(2, &[1, 4, 8, 12], Device::Cpu);
+        let wrong = Tensor::full([1, 2, 8, 12], 3.0, (Kind::Float, Device::Cpu));
+        // A static scene with a wrong decoded motion: no motion aligns better, so the
+        // previous prediction is reused where it was.
+        let reused = Reuse::new(&source, &source, Some(&wrong), 0.3).carry(&previous, &source);
+        assert!(max_diff(&reused, &previous, 0) < 1e-5);
+        // New content (ŷ unrelated to the previous ŷ): the current ŷ stays the base and
+        // only the previous detail ÿ − ŷ is added.
+        let y_hat = seeded_noise(3, &[1, 4, 8, 12], Device::Cpu) * 10.0;
+        let reused = Reuse::new(&source, &y_hat, None, 0.3).carry(&previous, &y_hat);
+        let expected = &y_hat + (&previous - &source);
+        assert!(max_diff(&reused, &expected, 0) < 1e-4);
     }
 
     #[test]

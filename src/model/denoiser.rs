@@ -27,6 +27,11 @@ pub struct DenoiserConfig {
     pub start_step_per_qp: Vec<usize>,
     /// Multiplier bringing the autoencoder's latent to unit variance.
     pub latent_scale: f64,
+    /// TDIR's agreement scale τ: a reused prediction is taken whole with weight
+    /// g = exp(−d/τ), d the channel-mean squared difference between the aligned previous ŷ
+    /// and the current ŷ (diffusion space). 0: only the detail is carried over.
+    #[serde(default)]
+    pub tdir_agreement: f64,
 }
 
 impl DenoiserConfig {

@@ -69,6 +69,7 @@ impl ModelConfig {
                 start_step: 300,
                 start_step_per_qp: Vec::new(),
                 latent_scale: 1.0,
+                tdir_agreement: 0.3,
             },
         }
     }
