@@ -25,3 +25,12 @@ $train export --model-dir $dir
 $train codec --model-dir $dir --steps 8000 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 45 --lambdas 64,8,1,0.125
 $train diffusion --model-dir $dir --steps 9000 --batch 8 --crop 128 --lr 2e-4 --minutes 25
 $train export --model-dir $dir
+
+# Session 4: the decoded motion had drifted away from real motion after the warm-up faded
+# (codec-check: it aligned frames 3.5x worse than no motion), so the codec continues with the
+# alignment term kept at 0.25 x λ (--align-floor, the default since), then the denoiser on the
+# new decoded latents. TDIR's agreement scale τ (config.json tdir_agreement) was chosen after
+# export with `gvc-bench-diffusion --tdir-agreements …`.
+$train codec --model-dir $dir --steps 9000 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 32 --lambdas 64,8,1,0.125 --align-floor 0.25
+$train diffusion --model-dir $dir --steps 9600 --batch 8 --crop 128 --lr 2e-4 --minutes 18
+$train export --model-dir $dir
