@@ -115,10 +115,11 @@ impl DiffusionBuffer {
 /// taken whole, which averages coding noise over time, and where it does not (occlusions,
 /// new content, g → 0) the current ŷ stays the base.
 struct Reuse {
-    /// Per latent pixel: the decoded motion aligns better than none.
+    /// (mask, flow): per latent pixel, whether the decoded motion aligns better than none.
     use_motion: Option<(Tensor, Tensor)>,
-    /// The aligned previous ŷ and the agreement weight g.
+    /// The previous ŷ, aligned.
     aligned_source: Tensor,
+    /// g per latent pixel (all zeros when τ = 0).
     agreement: Tensor,
 }
 
