@@ -119,8 +119,8 @@ struct Reuse {
     use_motion: Option<(Tensor, Tensor)>,
     /// The previous ŷ, aligned.
     aligned_source: Tensor,
-    /// g per latent pixel (all zeros when τ = 0).
-    agreement: Tensor,
+    /// g per latent pixel; none when τ = 0.
+    agreement: Option<Tensor>,
 }
 
 impl Reuse {
@@ -138,7 +138,7 @@ impl Reuse {
             }
             None => (None, source.shallow_clone(), still),
         };
-        let agreement = if agreement > 0.0 { (d / -agreement).exp() } else { d.zeros_like() };
+        let agreement = (agreement > 0.0).then(|| (d / -agreement).exp());
         Self { use_motion, aligned_source, agreement }
     }
 
@@ -151,8 +151,11 @@ impl Reuse {
 
     /// ŷ + (ÿ' − ŷ'_aligned) + g·(ŷ'_aligned − ŷ), with ÿ' the previous prediction aligned.
     fn carry(&self, previous: &Tensor, y_hat: &Tensor) -> Tensor {
-        let detail = self.align(previous) - &self.aligned_source;
-        y_hat + detail + (&self.aligned_source - y_hat) * &self.agreement
+        let carried = y_hat + (self.align(previous) - &self.aligned_source);
+        match &self.agreement {
+            Some(g) => carried + (&self.aligned_source - y_hat) * g,
+            None => carried,
+        }
     }
 }
 
@@ -198,20 +201,21 @@ pub fn sample(
     let device = y_hat.device();
     let timesteps = schedule.timesteps(start_step, plan.steps);
     let mut z = schedule.add_noise(y_hat, &seeded_noise(plan.seed, &shape, device), timesteps[0]);
-    // Reuse needs a buffer filled with as many steps (DS can change between frames).
-    let reuse = match &buffer.frame {
-        Some((source, predictions))
-            if plan.use_buffer && predictions.len() == plan.steps && plan.independent < plan.steps =>
-        {
-            Some((Reuse::new(source, y_hat, motion, plan.agreement), predictions, plan.steps - plan.independent))
+    // Reuse needs a buffer filled with as many steps (DS can change between frames); a
+    // frame that uses the buffer refills it below.
+    let previous = if plan.use_buffer { buffer.frame.take() } else { None };
+    let reuse = match previous {
+        Some((source, predictions)) if predictions.len() == plan.steps && plan.independent < plan.steps => {
+            Some((Reuse::new(&source, y_hat, motion, plan.agreement), predictions))
         }
         _ => None,
     };
+    let reuse_steps = if reuse.is_some() { plan.steps - plan.independent } else { 0 };
     let n = shape[0];
     let ratio_t = Tensor::full([n], ratio, (Kind::Float, device));
     let mut predictions = Vec::with_capacity(plan.steps);
     for (i, &t) in timesteps.iter().enumerate() {
-        let y_pred = if let Some((reuse, previous, _)) = reuse.as_ref().filter(|r| i < r.2) {
+        let y_pred = if let Some((reuse, previous)) = reuse.as_ref().filter(|_| i < reuse_steps) {
             stats.reused_steps += 1;
             reuse.carry(&previous[i], y_hat)
         } else {
@@ -225,7 +229,6 @@ pub fn sample(
         z = schedule.posterior_step(&z, &y_pred, t, s, &noise);
         predictions.push(y_pred);
     }
-    drop(reuse);
     if plan.use_buffer {
         buffer.frame = Some((y_hat.shallow_clone(), predictions));
     }
