@@ -449,7 +449,7 @@ impl DecoderSession {
             independent: d,
             seed: packet.noise_seed as u64,
             use_buffer: !intra,
-            agreement: self.tdir_agreement.unwrap_or(m.config.denoiser.tdir_agreement),
+            agreement: self.tdir_agreement.unwrap_or(m.config.denoiser.tdir_agreement_for(qp)),
         };
         let prompt_qp = self.prompt_qp.map_or(qp, |q| (q as i64).min(m.config.codec.num_qps - 1));
         let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };

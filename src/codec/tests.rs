@@ -272,7 +272,36 @@ fn model_id_covers_weights_and_config() {
     assert_eq!(ModelConfig::load(&dir).unwrap().denoiser.start_step_for(9), 300);
     let with_steps = id(&dir);
     assert_ne!(with_steps, original);
+    // So does another TDIR agreement τ per QP.
+    config.denoiser.tdir_agreement_per_qp = vec![0.0, 0.0, 0.1, 0.2];
+    config.save(&dir).unwrap();
+    assert_eq!(ModelConfig::load(&dir).unwrap().denoiser.tdir_agreement_for(3), 0.2);
+    assert_eq!(ModelConfig::load(&dir).unwrap().denoiser.tdir_agreement_for(9), config.denoiser.tdir_agreement);
+    assert_ne!(id(&dir), with_steps);
     GvcModel::random(tiny_config(), 8, Device::Cpu).save(&dir).unwrap();
     assert_ne!(id(&dir), original, "other weights, same config");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn decoder_uses_the_tdir_agreement_of_the_frames_qp() {
+    // The shipped weights: a random latent decoder saturates its pixels, hiding τ.
+    let dir = GvcModel::resolve(crate::video::DEFAULT_MODEL).unwrap();
+    let mut model = GvcModel::load(&dir, Device::Cpu).unwrap();
+    model.config.denoiser.tdir_agreement = 0.0;
+    model.config.denoiser.tdir_agreement_per_qp = vec![0.0, 0.5];
+    let model = Arc::new(model);
+    let frames = real_frames(4);
+    let mut enc = EncoderSession::new(model.clone(), &params(176, 144, 4, 2)).unwrap();
+    let stream: Vec<Vec<u8>> = (0..4).map(|i| enc.encode(&frames.narrow(0, i, 1), false).unwrap().data).collect();
+    let decode = |tau: Option<f64>| {
+        let mut dec = DecoderSession::new(model.clone());
+        dec.tdir_agreement = tau;
+        stream.iter().map(|au| dec.decode(au).unwrap().picture).collect::<Vec<_>>()
+    };
+    let (shipped, explicit, none) = (decode(None), decode(Some(0.5)), decode(Some(0.0)));
+    // params() codes at QP 1, so the model's τ there is 0.5.
+    assert!(shipped.iter().zip(&explicit).all(|(a, b)| a.equal(b)), "QP 1 must decode with τ = 0.5");
+    // Frame 2 is the first that reuses the buffer (the second P-frame of the GOP).
+    assert!(!shipped[2].equal(&none[2]), "τ = 0.5 and τ = 0 decode alike: τ is not used");
 }

@@ -32,12 +32,22 @@ pub struct DenoiserConfig {
     /// and the current ŷ (diffusion space). 0: only the detail is carried over.
     #[serde(default)]
     pub tdir_agreement: f64,
+    /// τ per QP index where it differs from `tdir_agreement` (temporal averaging pays at the
+    /// low rate points and costs detail at the high ones); chosen with
+    /// `gvc-bench-diffusion --tdir-agreements`. Empty: `tdir_agreement` everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tdir_agreement_per_qp: Vec<f64>,
 }
 
 impl DenoiserConfig {
     /// The N sampling starts from at rate point `qp`.
     pub fn start_step_for(&self, qp: i64) -> usize {
         self.start_step_per_qp.get(qp as usize).copied().unwrap_or(self.start_step)
+    }
+
+    /// TDIR's agreement scale τ at rate point `qp`.
+    pub fn tdir_agreement_for(&self, qp: i64) -> f64 {
+        self.tdir_agreement_per_qp.get(qp as usize).copied().unwrap_or(self.tdir_agreement)
     }
 }
 

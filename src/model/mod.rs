@@ -70,6 +70,7 @@ impl ModelConfig {
                 start_step_per_qp: Vec::new(),
                 latent_scale: 1.0,
                 tdir_agreement: 0.3,
+                tdir_agreement_per_qp: Vec::new(),
             },
         }
     }
