@@ -2,7 +2,9 @@
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
-//! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`), `diffusion`, then `export` writes the f16
+//! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
+//! `--distortion latent|pixel`
+//! with `--perceptual-weight W --latent-anchor A` for pixel), `diffusion`, then `export` writes the f16
 //! `weights.safetensors` that inference loads. `codec-check [--batches N]` prints the
 //! codec's per-QP rate and latent MSE on training crops without training.
 //! Training resumes from the weights and step counter in the model folder.
@@ -27,6 +29,15 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
         frames: o.value("frames", 3)?,
         lambdas: o.list("lambdas")?,
         align_floor: o.value("align-floor", 0.25)?,
+        align_warmup: o.value("align-warmup", 0.2)?,
+        distortion: match o.string("distortion", "latent").as_str() {
+            "latent" => codec::Distortion::Latent,
+            "pixel" => codec::Distortion::Pixel {
+                perceptual: o.value("perceptual-weight", 0.01)?,
+                latent_anchor: o.value("latent-anchor", 0.1)?,
+            },
+            other => bail!("unknown distortion {other} (latent or pixel)"),
+        },
     })
 }
 

@@ -2,15 +2,18 @@
 //! autoencoder's latent. One stage covers DiffVC's Table 2 stages 1–7 in compressed form:
 //! a motion-alignment warm-up term that fades to a floor, then joint rate–distortion over a
 //! cascade of P-frames after an I-frame, at a random QP per step (variable rate in one
-//! model through the learned q_enc/q_dec).
+//! model through the learned q_enc/q_dec). The distortion is measured either on the latent
+//! (cheap, stages RD) or, as DiffVC's stages 6–7 do, on the pixels decoded by the frozen
+//! latent decoder D with a perceptual term (RDP).
 
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
 use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
+use crate::model::lpips::{Backbone, Lpips};
 use crate::model::spynet::SpyNet;
-use crate::model::{LatentAutoencoder, ModelConfig};
+use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
 use anyhow::Result;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
@@ -26,6 +29,23 @@ pub struct Options {
     /// decoded motion drifts into a feature map that no longer aligns frames, and TDIR's
     /// buffer needs real motion.
     pub align_floor: f64,
+    /// Share of the schedule over which the alignment weight fades from 1 to `align_floor`;
+    /// 0 starts at the floor (a trained codec continuing under a new loss).
+    pub align_warmup: f64,
+    pub distortion: Distortion,
+}
+
+/// What the rate–distortion loss measures.
+#[derive(Clone, Copy, Debug)]
+pub enum Distortion {
+    /// MSE between ŷ and y on the latent grid (DiffVC's RD stages moved to the latent).
+    Latent,
+    /// DiffVC's RDP loss (eq. 12, Table 2 stages 6–7): MSE between D(ŷ) and the frame in
+    /// pixels plus `perceptual` × LPIPS-AlexNet, through the frozen latent decoder D, plus
+    /// `latent_anchor` × the latent MSE so ŷ stays near y for the diffusion decoder, which
+    /// starts from ŷ and is trained to reach y. DiffVC's VGG16 term costs ~6× AlexNet per
+    /// step on this CPU (see the autoencoder stage), hence AlexNet.
+    Pixel { perceptual: f64, latent_anchor: f64 },
 }
 
 /// How the codes are quantized in a training forward pass.
@@ -158,6 +178,13 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     anyhow::ensure!(restore_weights(&mut ae_vs, run.weights())? > 0, "train the autoencoder stage first");
     ae_vs.freeze();
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let perceptual_net = match opt.distortion {
+        Distortion::Latent => None,
+        Distortion::Pixel { .. } => {
+            Some(load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?.1)
+        }
+    };
+    eprintln!("[codec] distortion: {:?}", opt.distortion);
 
     let mut vs = nn::VarStore::new(device);
     let nets = CodecNets::new(&vs.root(), &cfg);
@@ -167,8 +194,9 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
-    // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count).
-    let mut window = vec![[0.0f64; 5]; nq];
+    // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count, pixel PSNR I,
+    // pixel PSNR P); the PSNRs only in pixel mode.
+    let mut window = vec![[0.0f64; 7]; nq];
     let mut last_log = Instant::now();
     let mut logged_steps = 0;
     while run.more() {
@@ -181,21 +209,37 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let coded = code_sequence(&nets, &ys, &flows, qp, Quantization::Train);
         // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous
-        // latent; it fades over the first 20 % of training down to `align_floor`.
-        let warmup = (1.0 - progress / 0.2).max(opt.align_floor);
+        // latent; it fades over the first `align_warmup` of training down to `align_floor`.
+        let warmup = if opt.align_warmup > 0.0 { 1.0 - progress / opt.align_warmup } else { 0.0 };
+        let warmup = warmup.max(opt.align_floor);
         let mut loss = Tensor::zeros([], (Kind::Float, device));
         let (mut bpp_i, mut mse_i, mut bpp_p, mut mse_p) = (0.0, 0.0, 0.0, 0.0);
+        let (mut psnr_i, mut psnr_p) = (0.0, 0.0);
         for (t, f) in coded.iter().enumerate() {
             let mse = (&f.y_hat - &ys[t]).square().mean(Kind::Float);
             let bpp = &f.bits / pixels;
-            loss = loss + &mse * lambda + &bpp;
+            let mut frame_psnr = 0.0;
+            let distortion = match (opt.distortion, &perceptual_net) {
+                (Distortion::Pixel { perceptual, latent_anchor }, Some(lpips)) => {
+                    let x = seq.select(1, t as i64);
+                    let x_hat = ae.decoder.decode(&f.y_hat);
+                    let pixel_mse = (&x_hat - &x).square().mean(Kind::Float);
+                    frame_psnr = -10.0 * pixel_mse.double_value(&[]).max(1e-12).log10();
+                    let lpips = lpips.distance(&x_hat, &x).mean(Kind::Float);
+                    pixel_mse + lpips * perceptual + &mse * latent_anchor
+                }
+                _ => mse.shallow_clone(),
+            };
+            loss = loss + distortion * lambda + &bpp;
             if let Some(align) = &f.align {
                 loss += align * (lambda * warmup);
                 bpp_p += bpp.double_value(&[]);
                 mse_p += mse.double_value(&[]);
+                psnr_p += frame_psnr;
             } else {
                 bpp_i = bpp.double_value(&[]);
                 mse_i = mse.double_value(&[]);
+                psnr_i = frame_psnr;
             }
         }
         if !loss.double_value(&[]).is_finite() {
@@ -211,6 +255,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         w[2] += mse_i;
         w[3] += mse_p / np;
         w[4] += 1.0;
+        w[5] += psnr_i;
+        w[6] += psnr_p / np;
         logged_steps += 1;
         if run.step % 50 == 0 || run.step == opt.stage.steps {
             let mut line = format!("[codec] step {}/{}", run.step, opt.stage.steps);
@@ -223,10 +269,13 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
                         w[1] / w[4],
                         w[3] / w[4]
                     );
+                    if perceptual_net.is_some() {
+                        line += &format!(" | PSNR I {:.2} P {:.2} dB", w[5] / w[4], w[6] / w[4]);
+                    }
                 }
             }
             eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged_steps as f64);
-            window = vec![[0.0; 5]; nq];
+            window = vec![[0.0; 7]; nq];
             last_log = Instant::now();
             logged_steps = 0;
         }
@@ -261,6 +310,9 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
         let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let y_var = ys[0].square().mean(Kind::Float).double_value(&[]);
+        // The autoencoder's own ceiling on these crops: D(y) with no coding at all.
+        let ceiling = tch::no_grad(|| super::psnr(&ae.decoder.decode(&ys[0]).clamp(0.0, 1.0), &seq.select(1, 0)));
+        eprintln!("[check] batch {b}: autoencoder alone (D(y), I-frame crops): psnr {ceiling:.2}");
         for qp in 0..cfg.codec.num_qps {
             // The intra transforms' own floor: analysis → synthesis with no rounding at all.
             let floor = tch::no_grad(|| {
@@ -281,8 +333,10 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
                             let still = (&ys[t - 1] - &ys[t]).square().mean(Kind::Float).double_value(&[]);
                             format!(" align {:.4} (zero motion {still:.4})", a.double_value(&[]))
                         });
+                        let x = seq.select(1, t as i64);
+                        let psnr = tch::no_grad(|| super::psnr(&ae.decoder.decode(&f.y_hat).clamp(0.0, 1.0), &x));
                         format!(
-                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4}){align}",
+                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4}) psnr {psnr:.2}{align}",
                             f.bits.double_value(&[]) / pixels,
                             per_item.mean(Kind::Float).double_value(&[]),
                             per_item.max().double_value(&[])
