@@ -3,10 +3,10 @@
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
 //! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
-//! `--distortion latent|pixel`
-//! with `--perceptual-weight W --latent-anchor A` for pixel), `diffusion`, then `export` writes the f16
-//! `weights.safetensors` that inference loads. `codec-check [--batches N]` prints the
-//! codec's per-QP rate and latent MSE on training crops without training.
+//! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel),
+//! `diffusion`, then `export` writes the f16 `weights.safetensors` that inference loads.
+//! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
+//! training crops without training.
 //! Training resumes from the weights and step counter in the model folder.
 
 use anyhow::{bail, Context, Result};
