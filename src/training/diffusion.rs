@@ -32,7 +32,13 @@ pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
     let mut rng = Rng::new(opt.seed);
 
-    if run.step == 0 {
+    let mut vs = nn::VarStore::new(device);
+    let latent = cfg.autoencoder.latent_channels;
+    let denoiser = Denoiser::new(vs.root() / "denoiser", latent, cfg.codec.context, &cfg.denoiser);
+    let restored = restore_weights(&mut vs, run.weights())?;
+    run.restart_if_fresh(restored);
+    // A trained denoiser keeps the scale it learned with, even when its step counter is lost.
+    if restored == 0 {
         // Bring the latent to unit variance for the noise schedule (SD's 0.18215 analogue).
         let x = data.sample(&mut rng, 32, 1, opt.crop)?.squeeze_dim(1).to_device(device);
         let y = tch::no_grad(|| ae.encoder.encode(&x));
@@ -42,12 +48,6 @@ pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
     }
     let scale = cfg.denoiser.latent_scale;
     let schedule = NoiseSchedule::new(&cfg.denoiser);
-
-    let mut vs = nn::VarStore::new(device);
-    let latent = cfg.autoencoder.latent_channels;
-    let denoiser = Denoiser::new(vs.root() / "denoiser", latent, cfg.codec.context, &cfg.denoiser);
-    let restored = restore_weights(&mut vs, run.weights())?;
-    run.restart_if_fresh(restored);
     eprintln!("[diffusion] resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;

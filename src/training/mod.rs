@@ -199,10 +199,20 @@ pub fn checkpoint_file(model_dir: &Path) -> std::path::PathBuf {
 /// Writes `weights.safetensors` (f16, what inference loads and the model id hashes) from
 /// the training checkpoint.
 pub fn export(model_dir: &Path) -> Result<()> {
-    let mut entries = Tensor::read_safetensors(checkpoint_file(model_dir))?;
+    let exported = model_dir.join("weights.safetensors");
+    // A checkpoint holds only the stages trained since the clone: the other networks stay
+    // as they were exported.
+    let mut all: HashMap<String, Tensor> = HashMap::new();
+    if exported.exists() {
+        all.extend(Tensor::read_safetensors(&exported).with_context(|| format!("reading {}", exported.display()))?);
+    }
+    let checkpoint = checkpoint_file(model_dir);
+    all.extend(Tensor::read_safetensors(&checkpoint).with_context(|| format!("reading {}", checkpoint.display()))?);
+    let mut entries: Vec<(String, Tensor)> = all.into_iter().map(|(k, v)| (k, v.to_kind(Kind::Half))).collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let entries: Vec<(String, Tensor)> = entries.into_iter().map(|(k, v)| (k, v.to_kind(Kind::Half))).collect();
-    Tensor::write_safetensors(&entries, model_dir.join("weights.safetensors"))?;
+    let tmp = exported.with_extension("tmp");
+    Tensor::write_safetensors(&entries, &tmp)?;
+    std::fs::rename(&tmp, &exported)?;
     Ok(())
 }
 
@@ -255,4 +265,29 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
 pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
     let mse = (a - b).square().mean(Kind::Float).double_value(&[]);
     -10.0 * mse.max(1e-12).log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_keeps_the_networks_the_checkpoint_lacks() {
+        let dir = std::env::temp_dir().join(format!("gvc-export-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        let shipped =
+            [("autoencoder.w", Tensor::from_slice(&[1.0f32, 2.0])), ("codec.w", Tensor::from_slice(&[3.0f32]))];
+        Tensor::write_safetensors(&shipped, dir.join("weights.safetensors")).unwrap();
+        // Only the codec trained since the clone.
+        Tensor::write_safetensors(&[("codec.w", Tensor::from_slice(&[4.0f32]))], checkpoint_file(&dir)).unwrap();
+        export(&dir).unwrap();
+        let mut out = Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["autoencoder.w", "codec.w"]);
+        assert!(out.iter().all(|(_, v)| v.kind() == Kind::Half));
+        assert_eq!(Vec::<f32>::try_from(out[0].1.to_kind(Kind::Float)).unwrap(), [1.0, 2.0]);
+        assert_eq!(Vec::<f32>::try_from(out[1].1.to_kind(Kind::Float)).unwrap(), [4.0], "the checkpoint wins");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
