@@ -34,3 +34,16 @@ $train export --model-dir $dir
 $train codec --model-dir $dir --steps 9000 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 32 --lambdas 64,8,1,0.125 --align-floor 0.25
 $train diffusion --model-dir $dir --steps 9600 --batch 8 --crop 128 --lr 2e-4 --minutes 18
 $train export --model-dir $dir
+
+# Session 5: DiffVC's RDP stage (Table 2, stages 6–7) on the pixels: the codec continues from
+# session 4's exported weights (its checkpoint was gone, so a fresh step counter and Adam)
+# with the distortion measured on D(ŷ) — pixel MSE + 0.01 x LPIPS-AlexNet + 0.1 x latent MSE —
+# at λ ten times the latent ones (pixel MSE moves ~10x less than latent MSE between rate
+# points, from codec-check), the alignment term straight at its floor (0.025 x λ, the
+# session-4 weight relative to the latent λ). Then the denoiser on the new decoded latents;
+# its latent scale was recomputed for the current autoencoder (2.557 → 2.164: the old value
+# dated from session 1's autoencoder). Export merges the checkpoint into weights.safetensors.
+$train codec --model-dir $dir --distortion pixel --steps 3600 --batch 8 --crop 128 --frames 3 --lr 1e-4 --minutes 50 --lambdas 640,80,10,1.25 --align-floor 0.025 --align-warmup 0
+$train codec-check --model-dir $dir --batches 2 --distortion pixel
+$train diffusion --model-dir $dir --steps 3000 --batch 8 --crop 128 --lr 1e-4 --minutes 18
+$train export --model-dir $dir
