@@ -36,7 +36,9 @@ impl Clip {
     }
 }
 
-/// Decodes up to `max_frames` frames (all when `None`) of a clip, optionally scaled to `size`.
+/// Decodes up to `max_frames` frames (all when `None`) of a clip, optionally scaled to `size`
+/// with square pixels. The picture is stretched to `size`, never letterboxed: carphone's
+/// non-square pixels made videoscale add black bars at its own size.
 pub fn load_clip(path: &Path, max_frames: Option<usize>, size: Option<(i32, i32)>) -> Result<Clip> {
     gst::init()?;
     if !path.exists() {
@@ -49,7 +51,7 @@ pub fn load_clip(path: &Path, max_frames: Option<usize>, size: Option<(i32, i32)
         None => "video/x-raw,format=RGB".to_string(),
     };
     let desc =
-        format!("filesrc name=src ! decodebin ! videoconvert ! videoscale ! {caps} ! appsink name=sink sync=false");
+        format!("filesrc name=src ! decodebin ! videoconvert ! videoscale add-borders=false ! {caps} ! appsink name=sink sync=false");
     let pipeline = gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow!("not a pipeline"))?;
     pipeline.by_name("src").unwrap().set_property("location", path.to_str().context("non-UTF-8 path")?);
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
@@ -116,4 +118,17 @@ pub fn clip_dir() -> std::path::PathBuf {
 /// The converted third-party weights (SpyNet, LPIPS, DISTS, I3D).
 pub fn weights_dir() -> std::path::PathBuf {
     cache_dir().join("weights")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_a_clip_to_its_own_size_changes_nothing() {
+        let path = clip_dir().join("carphone_pristine.mp4");
+        let native = load_clip(&path, Some(2), None).unwrap();
+        let scaled = load_clip(&path, Some(2), Some((native.width() as i32, native.height() as i32))).unwrap();
+        assert!(native.frames.equal(&scaled.frames), "scaled frames differ (letterboxed?)");
+    }
 }
