@@ -3,7 +3,8 @@
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
 //! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
-//! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel),
+//! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel,
+//! `--rate-proxy noise|rounded`),
 //! `diffusion`, then `export` writes the f16 `weights.safetensors` that inference loads.
 //! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
 //! training crops without training.
@@ -37,6 +38,11 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
                 latent_anchor: o.value("latent-anchor", 0.1)?,
             },
             other => bail!("unknown distortion {other} (latent or pixel)"),
+        },
+        rate_proxy: match o.string("rate-proxy", "noise").as_str() {
+            "noise" => codec::Quantization::Train,
+            "rounded" => codec::Quantization::TrainRounded,
+            other => bail!("unknown rate proxy {other} (noise or rounded)"),
         },
     })
 }
