@@ -47,3 +47,13 @@ $train codec --model-dir $dir --distortion pixel --steps 3600 --batch 8 --crop 1
 $train codec-check --model-dir $dir --batches 2 --distortion pixel
 $train diffusion --model-dir $dir --steps 3000 --batch 8 --crop 128 --lr 1e-4 --minutes 18
 $train export --model-dir $dir
+
+# Session 6: the same RDP stage with the rate measured on the coder's rounding (straight-
+# through gradient, DCVC-DC's fine-tuning) instead of additive noise, which overstated
+# low-rate P-frames 2–3× (codec-check-5). Continued from session 5's checkpoint with a fresh
+# step counter (checkpoints/codec.step removed); λ unchanged. Then the denoiser on the new
+# latents, continuing its step counter (3,000 → at most 6,000 under a 10-minute cap).
+$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 3200 --batch 8 --crop 128 --frames 3 --lr 1e-4 --minutes 38 --lambdas 640,80,10,1.25 --align-floor 0.025 --align-warmup 0
+$train codec-check --model-dir $dir --batches 2
+$train diffusion --model-dir $dir --steps 6000 --batch 8 --crop 128 --lr 1e-4 --minutes 10
+$train export --model-dir $dir
