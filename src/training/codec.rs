@@ -186,10 +186,12 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     anyhow::ensure!(restore_weights(&mut ae_vs, run.weights())? > 0, "train the autoencoder stage first");
     ae_vs.freeze();
     let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
-    let perceptual_net = match opt.distortion {
+    // (LPIPS network, perceptual weight, latent anchor) in pixel mode.
+    let pixel_loss = match opt.distortion {
         Distortion::Latent => None,
-        Distortion::Pixel { .. } => {
-            Some(load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?.1)
+        Distortion::Pixel { perceptual, latent_anchor } => {
+            let lpips = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?.1;
+            Some((lpips, perceptual, latent_anchor))
         }
     };
     eprintln!("[codec] distortion: {:?}", opt.distortion);
@@ -227,16 +229,16 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
             let mse = (&f.y_hat - &ys[t]).square().mean(Kind::Float);
             let bpp = &f.bits / pixels;
             let mut frame_psnr = 0.0;
-            let distortion = match (opt.distortion, &perceptual_net) {
-                (Distortion::Pixel { perceptual, latent_anchor }, Some(lpips)) => {
+            let distortion = match &pixel_loss {
+                Some((lpips, perceptual, latent_anchor)) => {
                     let x = seq.select(1, t as i64);
                     let x_hat = ae.decoder.decode(&f.y_hat);
                     let pixel_mse = (&x_hat - &x).square().mean(Kind::Float);
-                    frame_psnr = -10.0 * pixel_mse.double_value(&[]).max(1e-12).log10();
+                    frame_psnr = super::psnr_of_mse(pixel_mse.double_value(&[]));
                     let lpips = lpips.distance(&x_hat, &x).mean(Kind::Float);
-                    pixel_mse + lpips * perceptual + &mse * latent_anchor
+                    pixel_mse + lpips * *perceptual + &mse * *latent_anchor
                 }
-                _ => mse.shallow_clone(),
+                None => mse.shallow_clone(),
             };
             loss = loss + distortion * lambda + &bpp;
             if let Some(align) = &f.align {
@@ -277,7 +279,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
                         w[1] / w[4],
                         w[3] / w[4]
                     );
-                    if perceptual_net.is_some() {
+                    if pixel_loss.is_some() {
                         line += &format!(" | PSNR I {:.2} P {:.2} dB", w[5] / w[4], w[6] / w[4]);
                     }
                 }

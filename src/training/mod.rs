@@ -263,7 +263,11 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
 }
 
 pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
-    let mse = (a - b).square().mean(Kind::Float).double_value(&[]);
+    psnr_of_mse((a - b).square().mean(Kind::Float).double_value(&[]))
+}
+
+/// PSNR of signals in [0, 1] from their MSE.
+pub fn psnr_of_mse(mse: f64) -> f64 {
     -10.0 * mse.max(1e-12).log10()
 }
 
