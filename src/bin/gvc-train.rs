@@ -4,7 +4,7 @@
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
 //! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
 //! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel,
-//! `--rate-proxy noise|rounded`),
+//! `--rate-proxy noise|rounded`, `--table-lr-factor F` for the per-QP scale tables),
 //! `diffusion`, then `export` writes the f16 `weights.safetensors` that inference loads.
 //! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
 //! training crops without training.
@@ -44,6 +44,7 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
             "rounded" => codec::Quantization::TrainRounded,
             other => bail!("unknown rate proxy {other} (noise or rounded)"),
         },
+        table_lr_factor: o.value("table-lr-factor", 1.0)?,
     })
 }
 

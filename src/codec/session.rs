@@ -108,12 +108,13 @@ impl FrameCodec<'_> {
         &self,
         coder: &mut Coder,
         hyper: &Hyperprior,
+        qp: i64,
         z: Option<&Tensor>,
         code_hw: (i64, i64),
     ) -> Result<Tensor> {
         let channels = hyper.z_channels();
         let shape = [1, channels, (code_hw.0 + 3) / 4, (code_hw.1 + 3) / 4];
-        let indices = per_channel_indices(&hyper.z_indices(self.gc), &shape);
+        let indices = per_channel_indices(&hyper.z_indices(self.gc, qp), &shape);
         let zeros = Tensor::zeros(shape, (Kind::Float, self.model.device));
         coder.code(self.gc, z, &zeros, &indices)
     }
@@ -121,8 +122,8 @@ impl FrameCodec<'_> {
     /// Intra frame: ẑ, then the code; returns (ŷ, ĉ).
     fn intra(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<(Tensor, Tensor)> {
         let m = &self.model.intra;
-        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, code_hw.0, code_hw.1);
+        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
         let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok((m.synthesis(&code, qp), code))
     }
@@ -130,8 +131,8 @@ impl FrameCodec<'_> {
     /// Motion half of a P-frame; returns the decoded flow on the latent grid.
     fn motion(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<Tensor> {
         let m = &self.model.motion;
-        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, code_hw.0, code_hw.1);
+        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
         let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok(m.synthesis(&code, qp))
     }
@@ -147,8 +148,8 @@ impl FrameCodec<'_> {
         a: Analysis,
     ) -> Result<(Tensor, Tensor)> {
         let m = &self.model.contextual;
-        let z_hat = self.hyper_latent(coder, &m.hyper, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, ctx, &reference.code);
+        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let (mean, scale) = m.entropy_params(&z_hat, qp, ctx, &reference.code);
         let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok((m.synthesis(&code, ctx, qp), code))
     }
@@ -279,17 +280,17 @@ impl EncoderSession {
         let mut coder = Coder::Encode(&mut enc);
         let (latent, code) = if intra {
             let code = m.intra.analysis(&y, qp);
-            let z = m.intra.hyper.analysis(&code);
+            let z = m.intra.hyper.analysis(&code, qp);
             fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?
         } else {
             let reference = self.reference.as_ref().unwrap();
             let flow8 = self.spynet.latent_flow(&x, reference.picture.as_ref().unwrap());
             let mv = m.motion.analysis(&flow8, qp);
-            let mz = m.motion.hyper.analysis(&mv);
+            let mz = m.motion.hyper.analysis(&mv, qp);
             let flow8_hat = fc.motion(&mut coder, qp, code_hw, Some((&mv, &mz)))?;
             let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
             let code = m.contextual.analysis(&y, &ctx, qp);
-            let z = m.contextual.hyper.analysis(&code);
+            let z = m.contextual.hyper.analysis(&code, qp);
             fc.contextual(&mut coder, qp, code_hw, reference, &ctx, Some((&code, &z)))?
         };
         let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);

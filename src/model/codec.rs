@@ -3,7 +3,7 @@
 //! contextual (temporal context mining, contextual encoder/decoder, hyperprior + temporal
 //! prior) modules for P-frames; per-QP learned quantization scales q_enc/q_dec.
 
-use super::entropy_model::Hyperprior;
+use super::entropy_model::{Hyperprior, RATE_PARAMETER_GROUP};
 use super::layers::{conv, flow_warp, ResBlock, SubpelConv};
 use crate::codec::entropy::{SCALE_MAX, SCALE_MIN};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,7 @@ impl QuantScales {
     fn new(p: nn::Path, num_qps: i64, channels: i64) -> Self {
         let steps: Vec<f32> = (0..num_qps).map(|i| (0.5 * 2f32.powf(i as f32 * 1.2)).ln()).collect();
         let base = Tensor::from_slice(&steps).view([num_qps, 1]).expand([num_qps, channels], true).contiguous();
+        let p = p.set_group(RATE_PARAMETER_GROUP);
         let q_enc = p.var_copy("q_enc_log", &(-&base));
         let q_dec = p.var_copy("q_dec_log", &base);
         Self { q_enc, q_dec }
@@ -89,7 +90,7 @@ impl IntraCodec {
             dec_up: SubpelConv::new(&p / "dec_up", n, n),
             dec_res: ResBlock::new(&p / "dec_res", n),
             dec_out: conv(&p / "dec_out", n, latent, 3, 1),
-            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m),
+            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m, cfg.num_qps),
             scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
         }
     }
@@ -102,8 +103,8 @@ impl IntraCodec {
     }
 
     /// Entropy parameters of the code from the decoded hyper-latent.
-    pub fn entropy_params(&self, z_hat: &Tensor, h: i64, w: i64) -> (Tensor, Tensor) {
-        split_params(&self.hyper.synthesis(z_hat, h, w))
+    pub fn entropy_params(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> (Tensor, Tensor) {
+        split_params(&self.hyper.synthesis(z_hat, qp, h, w))
     }
 
     /// Decoded code → reconstructed latent ŷ.
@@ -138,14 +139,14 @@ impl MotionCodec {
             ],
             dec: vec![conv(&p / "dec" / 0, m, n, 3, 1), conv(&p / "dec" / 1, n, 2, 3, 1)],
             dec_up: SubpelConv::new(&p / "dec_up", n, n),
-            hyper: Hyperprior::new(&p / "hyper", m, 32, 2 * m),
-            q_mv: p.var_copy("q_mv_log", &Tensor::from_slice(&init)),
+            hyper: Hyperprior::new(&p / "hyper", m, 32, 2 * m, cfg.num_qps),
+            q_mv: p.set_group(RATE_PARAMETER_GROUP).var_copy("q_mv_log", &Tensor::from_slice(&init)),
         }
     }
 
     /// (μ, σ) of the MV code from its hyper-latent.
-    pub fn entropy_params(&self, z_hat: &Tensor, h: i64, w: i64) -> (Tensor, Tensor) {
-        split_params(&self.hyper.synthesis(z_hat, h, w))
+    pub fn entropy_params(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> (Tensor, Tensor) {
+        split_params(&self.hyper.synthesis(z_hat, qp, h, w))
     }
 
     fn q(&self, qp: i64) -> Tensor {
@@ -212,7 +213,7 @@ impl ContextualCodec {
             dec_fuse: conv(&p / "dec_fuse", n + c, n, 3, 1),
             dec_res: ResBlock::new(&p / "dec_res", n),
             dec_out: conv(&p / "dec_out", n, latent, 3, 1),
-            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m),
+            hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m, cfg.num_qps),
             temporal_prior: vec![
                 conv(&p / "temporal_prior" / 0, 2 * m + c + m, 2 * m, 3, 1),
                 conv(&p / "temporal_prior" / 1, 2 * m, 2 * m, 3, 1),
@@ -238,9 +239,15 @@ impl ContextualCodec {
     }
 
     /// (μ, σ) of the code from the hyperprior, C̄¹ and the previous frame's decoded code.
-    pub fn entropy_params(&self, z_hat: &Tensor, ctx: &TemporalContext, prev_code: &Tensor) -> (Tensor, Tensor) {
+    pub fn entropy_params(
+        &self,
+        z_hat: &Tensor,
+        qp: i64,
+        ctx: &TemporalContext,
+        prev_code: &Tensor,
+    ) -> (Tensor, Tensor) {
         let (_, _, ch, cw) = prev_code.size4().expect("4-D code");
-        let h = Tensor::cat(&[&self.hyper.synthesis(z_hat, ch, cw), &ctx.c1, prev_code], 1);
+        let h = Tensor::cat(&[&self.hyper.synthesis(z_hat, qp, ch, cw), &ctx.c1, prev_code], 1);
         let h = self.temporal_prior[0].forward(&h).leaky_relu();
         split_params(&self.temporal_prior[1].forward(&h))
     }

@@ -5,7 +5,7 @@
 use super::layers::conv;
 use crate::codec::entropy::{GaussianConditional, SCALE_MIN};
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Bits of `x` (already noised or rounded) under N(mean, scale) integrated over unit bins.
 pub fn gaussian_bits(x: &Tensor, mean: &Tensor, scale: &Tensor) -> Tensor {
@@ -28,18 +28,29 @@ pub fn noisy(x: &Tensor) -> Tensor {
     x + x.rand_like() - 0.5
 }
 
+/// Parameter group of the per-QP scale tables (q_enc/q_dec, the MV step, z's quantization
+/// and prior scales). They are log-domain scalars that must move by whole units when the rate
+/// ladder changes, which Adam at the networks' learning rate (≈ lr per step) cannot do in a
+/// CPU-sized run; the codec stage can give this group a larger rate (`--table-lr-factor`).
+pub const RATE_PARAMETER_GROUP: usize = 1;
+
 /// Hyperprior: h_a (2× down twice) and h_s (back up), plus the factorized prior of z.
+/// z is coded per QP as round(z·q_z) under a per-QP prior: at low rates most of z rounds
+/// to zero, and a prior shared with the high-rate points charged ~1.6 bits for every zero
+/// (at QP 3 that was the whole rate of the motion and most of a P-frame's).
 #[derive(Debug)]
 pub struct Hyperprior {
     h_a: Vec<nn::Conv2D>,
     h_s: Vec<nn::Conv2D>,
-    /// log of the per-channel scale of z's factorized Gaussian prior.
+    /// log of the per-QP, per-channel scale of z's factorized Gaussian prior.
     z_log_scale: Tensor,
+    /// log of the per-QP, per-channel quantization scale q_z of z.
+    z_q_log: Tensor,
 }
 
 impl Hyperprior {
     /// `cin`: channels of the latent; `z`: hyper-latent channels; `out`: h_s output channels.
-    pub fn new(p: nn::Path, cin: i64, z: i64, out: i64) -> Self {
+    pub fn new(p: nn::Path, cin: i64, z: i64, out: i64, num_qps: i64) -> Self {
         let h_a = vec![
             conv(&p / "h_a" / 0, cin, z, 3, 1),
             conv(&p / "h_a" / 1, z, z, 3, 2),
@@ -50,22 +61,29 @@ impl Hyperprior {
             conv(&p / "h_s" / 1, z, z * 4, 3, 1),
             conv(&p / "h_s" / 2, z, out, 3, 1),
         ];
-        let z_log_scale = p.var("z_log_scale", &[1, z, 1, 1], nn::Init::Const(1.0));
-        Self { h_a, h_s, z_log_scale }
+        let tables = p.set_group(RATE_PARAMETER_GROUP);
+        let z_log_scale = tables.var("z_log_scale", &[num_qps, z, 1, 1], nn::Init::Const(1.0));
+        let z_q_log = tables.var("z_q_log", &[num_qps, z, 1, 1], nn::Init::Const(0.0));
+        Self { h_a, h_s, z_log_scale, z_q_log }
+    }
+
+    fn z_q(&self, qp: i64) -> Tensor {
+        self.z_q_log.get(qp).unsqueeze(0).exp()
     }
 
     /// The code is padded to a multiple of 4 first so any frame multiple of 16 works.
-    pub fn analysis(&self, latent: &Tensor) -> Tensor {
+    /// Returns z already scaled by q_z, ready to round.
+    pub fn analysis(&self, latent: &Tensor, qp: i64) -> Tensor {
         let (_, _, h, w) = latent.size4().expect("4-D latent");
         let padded = latent.abs().constant_pad_nd([0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4]);
         let h = self.h_a[0].forward(&padded).leaky_relu();
         let h = self.h_a[1].forward(&h).leaky_relu();
-        self.h_a[2].forward(&h)
+        self.h_a[2].forward(&h) * self.z_q(qp)
     }
 
     /// Back to the code grid, cropped to the code's `h`×`w`.
-    pub fn synthesis(&self, z_hat: &Tensor, h: i64, w: i64) -> Tensor {
-        let x = self.h_s[0].forward(z_hat).leaky_relu().pixel_shuffle(2);
+    pub fn synthesis(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> Tensor {
+        let x = self.h_s[0].forward(&(z_hat / self.z_q(qp))).leaky_relu().pixel_shuffle(2);
         let x = self.h_s[1].forward(&x).leaky_relu().pixel_shuffle(2);
         self.h_s[2].forward(&x).narrow(2, 0, h).narrow(3, 0, w)
     }
@@ -74,18 +92,20 @@ impl Hyperprior {
         self.z_log_scale.size()[1]
     }
 
-    pub fn z_scale(&self) -> Tensor {
-        self.z_log_scale.exp()
+    /// Prior scale of each z channel at `qp`, shaped (1, C, 1, 1).
+    pub fn z_scale(&self, qp: i64) -> Tensor {
+        self.z_log_scale.get(qp).unsqueeze(0).exp()
     }
 
-    /// Bits of the (noisy) hyper-latent under the factorized prior.
-    pub fn z_bits(&self, z: &Tensor) -> Tensor {
-        gaussian_bits(z, &z.zeros_like(), &self.z_scale().expand_as(z)).sum(Kind::Float)
+    /// Bits of the (noisy or rounded) hyper-latent under the factorized prior of `qp`.
+    pub fn z_bits(&self, z: &Tensor, qp: i64) -> Tensor {
+        gaussian_bits(z, &z.zeros_like(), &self.z_scale(qp).expand_as(z)).sum(Kind::Float)
     }
 
-    /// Table index of each z channel (fixed once the weights are loaded).
-    pub fn z_indices(&self, gc: &GaussianConditional) -> Vec<u8> {
-        let s: Vec<f32> = Vec::try_from(self.z_scale().flatten(0, -1).to_kind(Kind::Float)).unwrap();
+    /// Table index of each z channel at `qp` (fixed once the weights are loaded).
+    pub fn z_indices(&self, gc: &GaussianConditional, qp: i64) -> Vec<u8> {
+        let s: Vec<f32> =
+            Vec::try_from(self.z_scale(qp).flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
         s.iter().map(|&v| gc.index_for_scale(v)).collect()
     }
 }

@@ -8,7 +8,7 @@
 
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
-use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior};
+use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior, RATE_PARAMETER_GROUP};
 use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
 use crate::model::lpips::{Backbone, Lpips};
@@ -35,6 +35,9 @@ pub struct Options {
     pub distortion: Distortion,
     /// How the training forward pass quantizes (`Train` or `TrainRounded`).
     pub rate_proxy: Quantization,
+    /// Learning rate of the per-QP scale tables (`RATE_PARAMETER_GROUP`) relative to the
+    /// networks'.
+    pub table_lr_factor: f64,
 }
 
 /// What the rate–distortion loss measures.
@@ -64,28 +67,30 @@ pub enum Quantization {
     Hard,
 }
 
-/// Rate of a (code, z) pair and the decoder-side code.
+/// The decoder-side code, the rate of a (code, z) pair and the part of it spent on z.
 fn code_with_hyperprior(
     hyper: &Hyperprior,
     code: &Tensor,
+    qp: i64,
     quant: Quantization,
     params: impl Fn(&Tensor) -> (Tensor, Tensor),
-) -> (Tensor, Tensor) {
-    let z = hyper.analysis(code);
+) -> (Tensor, Tensor, Tensor) {
+    let z = hyper.analysis(code, qp);
     match quant {
         Quantization::Train => {
-            let z_bits = hyper.z_bits(&noisy(&z));
+            let z_bits = hyper.z_bits(&noisy(&z), qp);
             let (mean, scale) = params(&ste_round(&z));
-            let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + z_bits;
-            (ste_round(&(code - &mean)) + &mean, bits)
+            let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + &z_bits;
+            (ste_round(&(code - &mean)) + &mean, bits, z_bits)
         }
         Quantization::Hard | Quantization::TrainRounded => {
             let round = |x: &Tensor| if quant == Quantization::Hard { x.round() } else { ste_round(x) };
             let z_hat = round(&z);
             let (mean, scale) = params(&z_hat);
             let code_hat = round(&(code - &mean)) + &mean;
-            let bits = gaussian_bits(&code_hat, &mean, &scale).sum(Kind::Float) + hyper.z_bits(&z_hat);
-            (code_hat, bits)
+            let z_bits = hyper.z_bits(&z_hat, qp);
+            let bits = gaussian_bits(&code_hat, &mean, &scale).sum(Kind::Float) + &z_bits;
+            (code_hat, bits, z_bits)
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct CodedFrame {
     pub align: Option<Tensor>,
     /// The part of `bits` spent on motion (P-frames).
     pub motion_bits: Option<Tensor>,
+    /// The part of `bits` spent on hyper-latents (side information).
+    pub side_bits: Tensor,
 }
 
 /// Codes latents `ys` (I-frame then cascaded P-frames) with latent-grid flows `flows`.
@@ -130,23 +137,23 @@ pub fn code_sequence(
 ) -> Vec<CodedFrame> {
     let code = nets.intra.analysis(&ys[0], qp);
     let (ch, cw) = (code.size()[2], code.size()[3]);
-    let (code_hat, bits) =
-        code_with_hyperprior(&nets.intra.hyper, &code, quant, |z| nets.intra.entropy_params(z, ch, cw));
+    let (code_hat, bits, side_bits) =
+        code_with_hyperprior(&nets.intra.hyper, &code, qp, quant, |z| nets.intra.entropy_params(z, qp, ch, cw));
     let y0 = nets.intra.synthesis(&code_hat, qp);
     // The intra codec learns from its own loss only (DiffVC's intra codec is a separate,
     // pretrained image codec): P-frame gradients must not turn ŷ₀ into a feature map.
     let mut y_hat = y0.detach();
     let mut prev_code = code_hat.detach();
-    let mut out = vec![CodedFrame { y_hat: y0, bits, c0: None, align: None, motion_bits: None }];
+    let mut out = vec![CodedFrame { y_hat: y0, bits, c0: None, align: None, motion_bits: None, side_bits }];
     for t in 1..ys.len() {
         let mv = nets.motion.analysis(&flows[t - 1], qp);
-        let (mv_hat, mv_bits) =
-            code_with_hyperprior(&nets.motion.hyper, &mv, quant, |z| nets.motion.entropy_params(z, ch, cw));
+        let (mv_hat, mv_bits, mv_side_bits) =
+            code_with_hyperprior(&nets.motion.hyper, &mv, qp, quant, |z| nets.motion.entropy_params(z, qp, ch, cw));
         let flow_hat = nets.motion.synthesis(&mv_hat, qp);
         let ctx = nets.contextual.temporal_context(&y_hat, &flow_hat);
         let code = nets.contextual.analysis(&ys[t], &ctx, qp);
-        let (code_hat, bits) = code_with_hyperprior(&nets.contextual.hyper, &code, quant, |z| {
-            nets.contextual.entropy_params(z, &ctx, &prev_code)
+        let (code_hat, bits, side_bits) = code_with_hyperprior(&nets.contextual.hyper, &code, qp, quant, |z| {
+            nets.contextual.entropy_params(z, qp, &ctx, &prev_code)
         });
         y_hat = nets.contextual.synthesis(&code_hat, &ctx, qp);
         prev_code = code_hat;
@@ -157,6 +164,7 @@ pub fn code_sequence(
             c0: Some(ctx.c0),
             align: Some(align),
             motion_bits: Some(mv_bits),
+            side_bits: side_bits + mv_side_bits,
         });
     }
     out
@@ -212,6 +220,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     while run.more() {
         let progress = run.progress();
         optim.set_lr(run.lr());
+        optim.set_lr_group(RATE_PARAMETER_GROUP, run.lr() * opt.table_lr_factor);
         let qp = rng.below(nq as u64) as i64;
         let lambda = lambdas[qp as usize];
         let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
@@ -339,6 +348,7 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
                     .map(|(t, f)| {
                         let per_item = (&f.y_hat - &ys[t]).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
                         let motion = f.motion_bits.as_ref().map_or(0.0, |b| b.double_value(&[]) / pixels);
+                        let side = f.side_bits.double_value(&[]) / pixels;
                         // Does the decoded motion align frames better than no motion at all?
                         let align = f.align.as_ref().map_or(String::new(), |a| {
                             let still = (&ys[t - 1] - &ys[t]).square().mean(Kind::Float).double_value(&[]);
@@ -347,7 +357,7 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
                         let x = seq.select(1, t as i64);
                         let psnr = tch::no_grad(|| super::psnr(&ae.decoder.decode(&f.y_hat).clamp(0.0, 1.0), &x));
                         format!(
-                            "{:.3} bpp (motion {motion:.3}) mse {:.4} (max {:.4}) psnr {psnr:.2}{align}",
+                            "{:.3} bpp (motion {motion:.3}, hyper-latents {side:.3}) mse {:.4} (max {:.4}) psnr {psnr:.2}{align}",
                             f.bits.double_value(&[]) / pixels,
                             per_item.mean(Kind::Float).double_value(&[]),
                             per_item.max().double_value(&[])
@@ -374,15 +384,15 @@ mod tests {
     fn rounded_rate_proxy_is_the_coders_rate_with_gradients() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let hyper = Hyperprior::new(vs.root() / "hyper", 8, 8, 16);
+        let hyper = Hyperprior::new(vs.root() / "hyper", 8, 8, 16, 2);
         let code = (Tensor::randn([2, 8, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).set_requires_grad(true);
         let params = |z_hat: &Tensor| {
-            let p = hyper.synthesis(z_hat, 8, 8);
+            let p = hyper.synthesis(z_hat, 1, 8, 8);
             (p.narrow(1, 0, 8), p.narrow(1, 8, 8).exp())
         };
-        let (hard_code, hard_bits) = code_with_hyperprior(&hyper, &code, Quantization::Hard, params);
-        let (code_hat, bits) = code_with_hyperprior(&hyper, &code, Quantization::TrainRounded, params);
-        let (_, noise_bits) = code_with_hyperprior(&hyper, &code, Quantization::Train, params);
+        let (hard_code, hard_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Hard, params);
+        let (code_hat, bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::TrainRounded, params);
+        let (_, noise_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Train, params);
         assert!(code_hat.equal(&hard_code));
         assert_eq!(bits.double_value(&[]), hard_bits.double_value(&[]));
         assert_ne!(noise_bits.double_value(&[]), hard_bits.double_value(&[]));

@@ -255,11 +255,21 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
                 if s.size() == v.size() {
                     v.copy_(s);
                     n += 1;
+                } else if is_shared_row_of(&s.size(), &v.size()) {
+                    eprintln!("[restore] {k}: one shared {:?} row → every row of {:?}", s.size(), v.size());
+                    v.copy_(&s.expand_as(&v));
+                    n += 1;
                 }
             }
         }
     });
     Ok(n)
+}
+
+/// A table that became per-QP (a leading dimension of 1 grown to one row per QP) starts
+/// from the shared values it replaces.
+fn is_shared_row_of(stored: &[i64], var: &[i64]) -> bool {
+    stored.len() == var.len() && stored.len() > 1 && stored[0] == 1 && var[0] > 1 && stored[1..] == var[1..]
 }
 
 pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
@@ -292,6 +302,25 @@ mod tests {
         assert!(out.iter().all(|(_, v)| v.kind() == Kind::Half));
         assert_eq!(Vec::<f32>::try_from(out[0].1.to_kind(Kind::Float)).unwrap(), [1.0, 2.0]);
         assert_eq!(Vec::<f32>::try_from(out[1].1.to_kind(Kind::Float)).unwrap(), [4.0], "the checkpoint wins");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_table_fills_every_row_of_its_per_qp_successor() {
+        let dir = std::env::temp_dir().join(format!("gvc-restore-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        let file = checkpoint_file(&dir);
+        let shared = Tensor::from_slice(&[0.5f32, -1.0]).view([1, 2, 1, 1]);
+        let other = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([3, 1, 1, 1]);
+        Tensor::write_safetensors(&[("t.z", shared), ("t.w", other)], &file).unwrap();
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let z = vs.root().sub("t").zeros("z", &[3, 2, 1, 1]);
+        // Not a shared row (leading dimension already 3, other shape): left as initialised.
+        let w = vs.root().sub("t").zeros("w", &[3, 2, 1, 1]);
+        assert_eq!(restore_weights(&mut vs, &file).unwrap(), 1);
+        let rows = Vec::<f32>::try_from(z.flatten(0, -1)).unwrap();
+        assert_eq!(rows, [0.5, -1.0, 0.5, -1.0, 0.5, -1.0]);
+        assert_eq!(w.abs().sum(Kind::Float).double_value(&[]), 0.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
