@@ -1,7 +1,7 @@
-//! Where an I-frame's bits go, per QP, on the first frame of a clip: hyper-latent and code
+//! Where an I-frame's bits go, per QP, on one frame of a clip (the first by default): hyper-latent and code
 //! rate, the share spent on "surprise" symbols (> 10 bits each: a nonzero residual where the
 //! entropy model predicted a tiny σ), and what the code would cost with a larger σ floor.
-//! `cargo run --release --example intra_rate_check -- <clip> <width> <height> [model]`
+//! `cargo run --release --example intra_rate_check -- <clip> <width> <height> [frame] [model]`
 
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::model::entropy_model::gaussian_bits;
@@ -10,12 +10,14 @@ use tch::{Device, Kind};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() >= 4, "usage: intra_rate_check <clip> <width> <height> [model]");
+    anyhow::ensure!(args.len() >= 4, "usage: intra_rate_check <clip> <width> <height> [frame] [model]");
     let (w, h): (i32, i32) = (args[2].parse()?, args[3].parse()?);
-    let model_dir = GvcModel::resolve(args.get(4).map_or("gvc-small", String::as_str))?;
+    let frame: usize = args.get(4).map_or(Ok(0), |f| f.parse())?;
+    let model_dir = GvcModel::resolve(args.get(5).map_or("gvc-small", String::as_str))?;
     let model = GvcModel::load(&model_dir, Device::Cpu)?;
-    let clip = load_clip(&clip_dir().join(&args[1]), Some(1), Some((w, h)))?;
-    let x = clip.frames.get(0).unsqueeze(0).to_kind(Kind::Float) / 255.0;
+    let clip = load_clip(&clip_dir().join(&args[1]), Some(frame + 1), Some((w, h)))?;
+    anyhow::ensure!(clip.len() > frame as i64, "{} has only {} frames", args[1], clip.len());
+    let x = clip.frames.get(frame as i64).unsqueeze(0).to_kind(Kind::Float) / 255.0;
     let px = (w * h) as f64;
     tch::no_grad(|| {
         let y = model.autoencoder.encoder.encode(&x);
