@@ -4,6 +4,7 @@
 //! `cargo run --release --example intra_rate_check -- <clip> <width> <height> [frame] [model]`
 
 use gstgvc::clips::{clip_dir, load_clip};
+use gstgvc::codec::entropy::SCALE_MIN;
 use gstgvc::model::entropy_model::gaussian_bits;
 use gstgvc::model::gvc::GvcModel;
 use tch::{Device, Kind};
@@ -30,15 +31,19 @@ fn main() -> anyhow::Result<()> {
             let code_hat = (&code - &mean).round() + &mean;
             let bits = gaussian_bits(&code_hat, &mean, &scale);
             let bpp = |b: &tch::Tensor| b.sum(Kind::Float).double_value(&[]) / px;
+            let count = |m: &tch::Tensor| m.to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]);
             let surprises = bits.gt(10.0);
+            // σ exactly at the table floor: the network asked for less (clamped).
+            let at_floor = surprises.logical_and(&scale.le(SCALE_MIN * (1.0 + 1e-6)));
             let floors: Vec<String> = [0.15, 0.2, 0.25, 0.3]
                 .iter()
                 .map(|&f| format!("{f}: {:.4}", bpp(&gaussian_bits(&code_hat, &mean, &scale.clamp_min(f)))))
                 .collect();
             println!(
-                "qp{qp}: z {z_bpp:.4} bpp, code {:.4} bpp, of which {} surprise symbols {:.4} bpp; code with σ ≥ {}",
+                "qp{qp}: z {z_bpp:.4} bpp, code {:.4} bpp, of which {} surprise symbols ({} at the σ floor) {:.4} bpp; code with σ ≥ {}",
                 bpp(&bits),
-                surprises.to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]),
+                count(&surprises),
+                count(&at_floor),
                 bpp(&(&bits * &surprises)),
                 floors.join(", ")
             );

@@ -3,7 +3,7 @@
 //! contextual (temporal context mining, contextual encoder/decoder, hyperprior + temporal
 //! prior) modules for P-frames; per-QP learned quantization scales q_enc/q_dec.
 
-use super::entropy_model::{Hyperprior, RATE_PARAMETER_GROUP};
+use super::entropy_model::{clamp_passing_gradient, Hyperprior, RATE_PARAMETER_GROUP};
 use super::layers::{conv, flow_warp, ResBlock, SubpelConv};
 use crate::codec::entropy::{SCALE_MAX, SCALE_MIN};
 use serde::{Deserialize, Serialize};
@@ -62,10 +62,11 @@ impl QuantScales {
 }
 
 /// Entropy parameters (μ, σ) as 2·code channels split in half; log σ is bounded to the
-/// coder's scale table so training cannot run into overflow.
+/// coder's scale table (so training cannot overflow) without cutting its gradient.
 pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
     let c = p.size()[1] / 2;
-    (p.narrow(1, 0, c), p.narrow(1, c, c).clamp(SCALE_MIN.ln(), SCALE_MAX.ln()).exp())
+    let log_scale = clamp_passing_gradient(&p.narrow(1, c, c), SCALE_MIN.ln(), SCALE_MAX.ln());
+    (p.narrow(1, 0, c), log_scale.exp())
 }
 
 #[derive(Debug)]

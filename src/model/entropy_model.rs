@@ -7,15 +7,31 @@ use crate::codec::entropy::{GaussianConditional, SCALE_MIN};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// Above this many bits a symbol is a "surprise" the integer coder sends through its escape
+/// (tail mass 1e-6 ≈ 20 bits, plus the value); the training cost grows only logarithmically
+/// past it so one outlier cannot swamp a batch, but it keeps a gradient.
+const SURPRISE_BITS: f64 = 24.0;
+
+/// Clamps to [lo, hi] in the forward pass and passes the gradient through unchanged. A clamp
+/// that also stopped the gradient left σ stuck at the floor wherever the network once
+/// predicted less, even where the residual is nonzero: those symbols cost 20–30 bits each and
+/// were most of the QP 3 I-frame rate on textured frames (logs/intra-rate-check-7.log).
+pub fn clamp_passing_gradient(x: &Tensor, lo: f64, hi: f64) -> Tensor {
+    x + (x.clamp(lo, hi) - x).detach()
+}
+
 /// Bits of `x` (already noised or rounded) under N(mean, scale) integrated over unit bins.
 pub fn gaussian_bits(x: &Tensor, mean: &Tensor, scale: &Tensor) -> Tensor {
-    let scale = scale.clamp_min(SCALE_MIN);
+    let scale = clamp_passing_gradient(scale, SCALE_MIN, f64::INFINITY);
     let v = (x - mean).abs();
-    let cdf = |t: Tensor| (t / std::f64::consts::SQRT_2).erfc() * 0.5;
-    // Upper tail form is numerically kinder: P = Φ((0.5-|v|)/s) - Φ((-0.5-|v|)/s).
-    let upper = cdf(-((-&v + 0.5) / &scale));
-    let lower = cdf(-((-&v - 0.5) / &scale));
-    -((upper - lower).clamp_min(1e-9)).log2()
+    // P = Φ(a) − Φ(b) with a = (0.5−|v|)/σ > b = (−0.5−|v|)/σ, in log space: far in the tail
+    // both Φ underflow, and a floor on P would cut the gradient that should raise σ there.
+    let log_a = ((-&v + 0.5) / &scale).special_log_ndtr();
+    let log_b = ((-&v - 0.5) / &scale).special_log_ndtr();
+    let log_p = &log_a + (-(log_b - &log_a).exp().clamp_max(1.0 - 1e-6)).log1p();
+    let bits = -log_p / std::f64::consts::LN_2;
+    let tail = (&bits - SURPRISE_BITS).clamp_min(0.0);
+    bits.clamp_max(SURPRISE_BITS) + (tail + 1.0).log()
 }
 
 /// Rounds with a straight-through gradient.
@@ -107,5 +123,55 @@ impl Hyperprior {
         let s: Vec<f32> =
             Vec::try_from(self.z_scale(qp).flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
         s.iter().map(|&v| gc.index_for_scale(v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::codec::split_params;
+
+    #[test]
+    fn gaussian_bits_are_the_bin_probability_away_from_the_tail() {
+        let x = Tensor::from_slice(&[0.0f64, 1.0, -2.0, 3.0, 0.0, 5.0]);
+        let mean = Tensor::from_slice(&[0.0f64, 0.2, 0.0, -1.0, 0.4, 0.0]);
+        let scale = Tensor::from_slice(&[0.5f64, 1.0, 2.0, 4.0, 0.3, 8.0]);
+        let got = Vec::<f64>::try_from(gaussian_bits(&x, &mean, &scale)).unwrap();
+        // Reference in f64 from erfc: P = Φ((|v|+0.5)/σ) − Φ((|v|−0.5)/σ).
+        let phi = |t: Tensor| (-t / std::f64::consts::SQRT_2).erfc() * 0.5;
+        let v = (&x - &mean).abs();
+        let p = phi((&v + 0.5) / &scale) - phi((&v - 0.5) / &scale);
+        let want = Vec::<f64>::try_from(-p.log2()).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-9, "bits {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn a_surprise_under_the_scale_floor_still_pulls_sigma_up() {
+        // The network predicts log σ below the table floor where the residual is 3: the coder
+        // charges an escape, and training must see both the cost and a gradient that raises σ.
+        let raw = Tensor::from_slice(&[0.0f32, (0.05f32).ln()]).view([1, 2, 1, 1]).set_requires_grad(true);
+        let (mean, scale) = split_params(&raw);
+        let x = Tensor::from_slice(&[3.0f32]).view([1, 1, 1, 1]);
+        let bits = gaussian_bits(&x, &mean, &scale).sum(Kind::Float);
+        let b = bits.double_value(&[]);
+        assert!(b > SURPRISE_BITS && b < SURPRISE_BITS + 8.0, "surprise cost {b}");
+        bits.backward();
+        let g = Vec::<f32>::try_from(raw.grad().flatten(0, -1)).unwrap();
+        assert!(g[1] < -0.5, "d bits / d log σ = {} must push σ up", g[1]);
+        assert!(g[0] < 0.0, "d bits / d μ = {} must move μ towards 3", g[0]);
+    }
+
+    #[test]
+    fn zeros_at_the_floor_cost_almost_nothing_and_keep_a_finite_gradient() {
+        let raw = Tensor::from_slice(&[(0.05f32).ln()]).set_requires_grad(true);
+        let scale = clamp_passing_gradient(&raw, SCALE_MIN.ln(), 10.0).exp();
+        let bits =
+            gaussian_bits(&Tensor::from_slice(&[0.0f32]), &Tensor::from_slice(&[0.0f32]), &scale).sum(Kind::Float);
+        assert!(bits.double_value(&[]) < 1e-4);
+        bits.backward();
+        let g = raw.grad().double_value(&[0]);
+        assert!(g.is_finite() && g.abs() < 1e-3, "gradient {g}");
     }
 }
