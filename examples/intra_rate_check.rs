@@ -1,4 +1,5 @@
-//! Where an I-frame's bits go, per QP, on one frame of a clip (the first by default): hyper-latent and code
+//! The autoencoder's own PSNR on the frame (the ceiling of every rate point), then where an
+//! I-frame's bits go, per QP, on one frame of a clip (the first by default): hyper-latent and code
 //! rate, the share spent on "surprise" symbols (> 10 bits each: a nonzero residual where the
 //! entropy model predicted a tiny σ) and how many of those sit at the clamped σ floor.
 //! Then, at the highest QP, the code bits of each 128×128 tile of the frame as part of the
@@ -25,6 +26,10 @@ fn main() -> anyhow::Result<()> {
     let px = (w * h) as f64;
     let last_qp = model.config.codec.num_qps - 1;
     tch::no_grad(|| {
+        let ae = &model.autoencoder;
+        let ceiling = ae.decoder.decode(&ae.encoder.encode(&x)).clamp(0.0, 1.0);
+        let mse = (&ceiling - &x).square().mean(Kind::Float).double_value(&[]);
+        println!("autoencoder alone (D(E(x)), no coding): PSNR {:.2} dB", -10.0 * mse.log10());
         for qp in 0..=last_qp {
             let (z_bits, bits, scale) = code_bits(&model, &x, qp);
             let z_bpp = z_bits / px;
