@@ -15,12 +15,13 @@ const SURPRISE_BITS: f64 = 24.0;
 /// Clamps to [lo, hi] in the forward pass and passes the gradient through unchanged. A clamp
 /// that also stopped the gradient left σ stuck at the floor wherever the network once
 /// predicted less, even where the residual is nonzero: those symbols cost 20–30 bits each and
-/// were most of the QP 3 I-frame rate on textured frames (logs/intra-rate-check-7.log).
+/// were most of the QP 3 I-frame rate on textured frames (logs/intra-rate-check-7-floor.log).
 pub fn clamp_passing_gradient(x: &Tensor, lo: f64, hi: f64) -> Tensor {
     x + (x.clamp(lo, hi) - x).detach()
 }
 
-/// Bits of `x` (already noised or rounded) under N(mean, scale) integrated over unit bins.
+/// Bits of `x` (already noised or rounded) under N(mean, scale) integrated over unit bins;
+/// past `SURPRISE_BITS` the cost is compressed logarithmically (a training cost, not a rate).
 pub fn gaussian_bits(x: &Tensor, mean: &Tensor, scale: &Tensor) -> Tensor {
     let scale = clamp_passing_gradient(scale, SCALE_MIN, f64::INFINITY);
     let v = (x - mean).abs();
