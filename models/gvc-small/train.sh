@@ -79,8 +79,8 @@ $train export --model-dir $dir
 # (hyper-latent grid 2x2, all border): each 128x128 tile of Megamind frame 120 costs 8-569 bits
 # at QP 3 coded alone and 10,835-46,795 bits inside the whole frame
 # (logs/intra-rate-check-7-tiles.log). The σ bounds now pass the gradient (commit 6fbfb6f).
-# The codec continues from session 7's checkpoint on 256-pixel crops (batch 4, the same pixels
-# per step as 8 × 128 × 2), with a fresh step counter; a start on 128 crops was stopped after
+# The codec continues from session 7's checkpoint on 256-pixel crops (batch 4: twice the pixels
+# per step of 8 × 128²), with a fresh step counter; a start on 128 crops was stopped after
 # 150 steps when the tile check found the cause (logs/codec-8-stopped-crop128.log). The
 # denoiser then trains on 256 crops too, with a fresh step counter.
 rm -f $dir/checkpoints/codec.step
