@@ -5,6 +5,8 @@
 //! Then, at the highest QP, the code bits of each 128×128 tile of the frame as part of the
 //! whole frame vs coded on its own (the training crop size): a gap means the entropy model
 //! fails on context it never saw in training, not on the content.
+//! All bits are the entropy model's estimate (`gaussian_bits`), not coded bytes; a symbol past
+//! 24 bits counts with the training's compressed cost, 24 + ln(1 + excess).
 //! `cargo run --release --example intra_rate_check -- <clip> <width> <height> [frame] [model]`
 
 use gstgvc::clips::{clip_dir, load_clip};
