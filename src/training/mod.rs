@@ -255,9 +255,12 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
                 if s.size() == v.size() {
                     v.copy_(s);
                     n += 1;
-                } else if is_shared_row_of(&s.size(), &v.size()) {
-                    eprintln!("[restore] {k}: one shared {:?} row → every row of {:?}", s.size(), v.size());
-                    v.copy_(&s.expand_as(&v));
+                } else if is_fewer_rows_of(&s.size(), &v.size()) {
+                    let rows = s.size()[0];
+                    eprintln!("[restore] {k}: {:?} → {:?}, new rows copy row {}", s.size(), v.size(), rows - 1);
+                    v.narrow(0, 0, rows).copy_(s);
+                    let tail = v.size()[0] - rows;
+                    v.narrow(0, rows, tail).copy_(&s.narrow(0, rows - 1, 1).expand_as(&v.narrow(0, rows, tail)));
                     n += 1;
                 }
             }
@@ -266,10 +269,11 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
     Ok(n)
 }
 
-/// A table that became per-QP (a leading dimension of 1 grown to one row per QP) starts
-/// from the shared values it replaces.
-fn is_shared_row_of(stored: &[i64], var: &[i64]) -> bool {
-    stored.len() == var.len() && stored.len() > 1 && stored[0] == 1 && var[0] > 1 && stored[1..] == var[1..]
+/// A per-QP table whose model gained rate points (or a shared table that became per-QP: one
+/// row grown to one per QP) keeps its rows; each new row starts from the last stored one, the
+/// nearest rate point.
+fn is_fewer_rows_of(stored: &[i64], var: &[i64]) -> bool {
+    !stored.is_empty() && stored.len() == var.len() && stored[0] < var[0] && stored[1..] == var[1..]
 }
 
 pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
@@ -321,6 +325,21 @@ mod tests {
         let rows = Vec::<f32>::try_from(z.flatten(0, -1)).unwrap();
         assert_eq!(rows, [0.5, -1.0, 0.5, -1.0, 0.5, -1.0]);
         assert_eq!(w.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_table_of_fewer_rate_points_keeps_its_rows_and_extends_the_last() {
+        let dir = std::env::temp_dir().join(format!("gvc-grow-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        let file = checkpoint_file(&dir);
+        let four = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]).view([4, 2]);
+        Tensor::write_safetensors(&[("s.q", four)], &file).unwrap();
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let q = vs.root().sub("s").zeros("q", &[5, 2]);
+        assert_eq!(restore_weights(&mut vs, &file).unwrap(), 1);
+        let rows = Vec::<f32>::try_from(q.flatten(0, -1)).unwrap();
+        assert_eq!(rows, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 7.0, 8.0]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
