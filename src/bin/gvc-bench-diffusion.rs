@@ -1,11 +1,12 @@
 //! Diffusion decoder benchmarks (prints, never asserts), engine level on real clips:
 //! no diffusion vs diffusion (DiffVC Table 5 rows A/B), TDIR off (D = DS) vs on (D = DS/2),
-//! and the right vs a wrong QP prompt; optionally TDIR on from other start steps N or with
+//! and the right vs a wrong QP prompt (the last QP's at QP 0, QP 0's elsewhere; with
+//! `--prompts all` every other QP's); optionally TDIR on from other start steps N or with
 //! other agreement scales τ.
 //! Every row decodes the same bits.
 //!
 //! `gvc-bench-diffusion [--clip carphone_pristine.mp4] [--frames 32] [--diffusion-steps 4]
-//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…]`
+//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…] [--prompts wrong|all]`
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;
@@ -26,6 +27,11 @@ fn main() -> Result<()> {
     let start_steps: Vec<usize> = o.list("start-steps")?.unwrap_or_default();
     let qps: Option<Vec<u8>> = o.list("qps")?;
     let agreements: Vec<f64> = o.list("tdir-agreements")?.unwrap_or_default();
+    let every_prompt = match o.string("prompts", "wrong").as_str() {
+        "wrong" => false,
+        "all" => true,
+        other => anyhow::bail!("--prompts {other}: expected wrong or all"),
+    };
     o.finish()?;
     let model = Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::Cpu)?);
     let clip = load_clip(&clip_dir().join(&clip_name), Some(frames), None)?;
@@ -63,7 +69,12 @@ fn main() -> Result<()> {
         let stream: Vec<Vec<u8>> =
             (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false).map(|e| e.data)).collect::<Result<_>>()?;
         let bpp = stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
-        let wrong = if qp == 0 { model.config.codec.num_qps as u8 - 1 } else { 0 };
+        let num_qps = model.config.codec.num_qps as u8;
+        let wrong_prompts: Vec<u8> = if every_prompt {
+            (0..num_qps).filter(|&q| q != qp).collect()
+        } else {
+            vec![if qp == 0 { num_qps - 1 } else { 0 }]
+        };
         let half = (ds / 2).max(1);
         let variant = |name: String, steps, independent| {
             let mut dec = DecoderSession::new(model.clone());
@@ -76,9 +87,11 @@ fn main() -> Result<()> {
             variant("diffusion, TDIR off (D = DS)".into(), ds, ds),
             variant("diffusion, TDIR on (D = DS/2)".into(), ds, half),
         ];
-        let mut wrong_prompt = variant("TDIR on, wrong QP prompt".into(), ds, half);
-        wrong_prompt.1.prompt_qp = Some(wrong);
-        variants.push(wrong_prompt);
+        for &wrong in &wrong_prompts {
+            let mut v = variant(format!("TDIR on, QP {wrong}'s prompt (wrong)"), ds, half);
+            v.1.prompt_qp = Some(wrong);
+            variants.push(v);
+        }
         for &start in &start_steps {
             let mut v = variant(format!("TDIR on, N = {start}"), ds, half);
             v.1.start_step = Some(start);
