@@ -13,6 +13,7 @@ use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::entropy::SCALE_MIN;
 use gstgvc::model::entropy_model::gaussian_bits;
 use gstgvc::model::gvc::GvcModel;
+use gstgvc::training::psnr;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -30,8 +31,7 @@ fn main() -> anyhow::Result<()> {
     tch::no_grad(|| {
         let ae = &model.autoencoder;
         let ceiling = ae.decoder.decode(&ae.encoder.encode(&x)).clamp(0.0, 1.0);
-        let mse = (&ceiling - &x).square().mean(Kind::Float).double_value(&[]);
-        println!("autoencoder alone (D(E(x)), no coding): PSNR {:.2} dB", -10.0 * mse.log10());
+        println!("autoencoder alone (D(E(x)), no coding): PSNR {:.2} dB", psnr(&ceiling, &x));
         for qp in 0..=last_qp {
             let (z_bits, bits, scale) = code_bits(&model, &x, qp);
             let z_bpp = z_bits / px;

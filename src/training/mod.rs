@@ -259,8 +259,8 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
                     let rows = s.size()[0];
                     eprintln!("[restore] {k}: {:?} → {:?}, new rows copy row {}", s.size(), v.size(), rows - 1);
                     v.narrow(0, 0, rows).copy_(s);
-                    let tail = v.size()[0] - rows;
-                    v.narrow(0, rows, tail).copy_(&s.narrow(0, rows - 1, 1).expand_as(&v.narrow(0, rows, tail)));
+                    // copy_ broadcasts the last row over the new ones.
+                    v.narrow(0, rows, v.size()[0] - rows).copy_(&s.narrow(0, rows - 1, 1));
                     n += 1;
                 }
             }
