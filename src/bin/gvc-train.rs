@@ -5,7 +5,8 @@
 //! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
 //! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel,
 //! `--rate-proxy noise|rounded`, `--table-lr-factor F` for the per-QP scale tables),
-//! `diffusion`, then `export` writes the f16 `weights.safetensors` that inference loads.
+//! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
+//! decoder's start step), then `export` writes the f16 `weights.safetensors` that inference loads.
 //! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
 //! training crops without training.
 //! Training resumes from the weights and step counter in the model folder.
@@ -20,7 +21,7 @@ enum Stage {
     Autoencoder(autoencoder::Options),
     Codec(codec::Options),
     CodecCheck(codec::Options, usize),
-    Diffusion(StageOptions),
+    Diffusion(diffusion::Options),
     Export(PathBuf),
 }
 
@@ -69,7 +70,10 @@ fn main() -> Result<()> {
         }),
         "codec" => Stage::Codec(codec_options(&o)?),
         "codec-check" => Stage::CodecCheck(codec_options(&o)?, o.value("batches", 3)?),
-        "diffusion" => Stage::Diffusion(StageOptions::from_cli(&o, 3000, 2e-4, 3)?),
+        "diffusion" => Stage::Diffusion(diffusion::Options {
+            stage: StageOptions::from_cli(&o, 3000, 2e-4, 3)?,
+            start_share: o.value("start-share", 0.0)?,
+        }),
         other => bail!("unknown stage {other}"),
     };
     o.finish()?;

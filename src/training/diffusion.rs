@@ -3,6 +3,12 @@
 //! (MSE) on z_n built from the clean latent y, conditioned on ŷ and C̄⁰ (zeros for
 //! I-frames). Only timesteps up to the decoder's start step N are trained: sampling
 //! never starts above it.
+//!
+//! With `start_share` > 0, that share of the batch is trained on what the decoder's first
+//! step actually sees: ŷ (not y) noised to the QP's start step N, with the loss on the
+//! predicted clean latent against y. Noising y alone never shows the network a
+//! quantization error, so it only removes the added noise around ŷ, whatever the QP prompt
+//! says; the matched items make it undo the QP's coding error.
 
 use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
@@ -15,7 +21,14 @@ use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
+pub struct Options {
+    pub stage: StageOptions,
+    /// Share of each batch trained at the decoder's start step from ŷ (see the module doc).
+    pub start_share: f64,
+}
+
+pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
+    let opt = &options.stage;
     let device = Device::cuda_if_available();
     let mut cfg = ModelConfig::load(&opt.model_dir)?;
     let mut run = StageRun::start(opt, "diffusion")?;
@@ -51,7 +64,10 @@ pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
     eprintln!("[diffusion] resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;
-    let mut window = vec![(0.0f64, 0usize); nq];
+    let share_threshold = (options.start_share.clamp(0.0, 1.0) * f64::from(1u32 << 20)) as u64;
+    // Per QP: ε-MSE sum and count (items noised from y); clean-latent MSE of the prediction
+    // and of ŷ itself, and count (items noised from ŷ at the start step).
+    let mut window = vec![[0.0f64; 5]; nq];
     let mut last_log = Instant::now();
     let mut logged = 0;
     while run.more() {
@@ -74,32 +90,60 @@ pub fn train(data: &TrainingClips, opt: &StageOptions) -> Result<()> {
             ],
             0,
         );
-        let t: Vec<i64> = (0..n).map(|_| 1 + rng.below(cfg.denoiser.start_step as u64) as i64).collect();
+        let start = cfg.denoiser.start_step_for(qp) as i64;
+        // No draw at share 0, so earlier recipes replay unchanged.
+        let matched: Vec<bool> =
+            (0..n).map(|_| options.start_share > 0.0 && rng.below(1 << 20) < share_threshold).collect();
+        let t: Vec<i64> = matched
+            .iter()
+            .map(|&m| if m { start } else { 1 + rng.below(cfg.denoiser.start_step as u64) as i64 })
+            .collect();
         let ab: Vec<f32> = t.iter().map(|&t| schedule.alpha_bar(t as usize) as f32).collect();
         let ab = Tensor::from_slice(&ab).to_device(device).view([n, 1, 1, 1]);
+        let m: Vec<f32> = matched.iter().map(|&m| f32::from(u8::from(m))).collect();
+        let m = Tensor::from_slice(&m).to_device(device).view([n, 1, 1, 1]);
         let eps = y.randn_like();
-        let z = &y * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+        let source = &y_hat * &m + &y * (-&m + 1.0);
+        let z = &source * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
         let t = Tensor::from_slice(&t).to_device(device);
         let pred = denoiser.forward(&z, &t, &y_hat, &c0, &ratio);
-        let loss = (pred - eps).square().mean(Kind::Float);
+        let eps_loss = (&pred - &eps).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let clean = (&z - &pred * (-&ab + 1.0).sqrt()) / ab.sqrt();
+        let clean_loss = (clean - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let m = m.view([n]);
+        let loss = (&eps_loss * (-&m + 1.0) + &clean_loss * &m).mean(Kind::Float);
         if !loss.double_value(&[]).is_finite() {
             eprintln!("[diffusion] step {}: non-finite loss at qp {qp}, batch skipped", run.step);
             continue;
         }
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
-        window[qp as usize].0 += loss.double_value(&[]);
-        window[qp as usize].1 += 1;
+        let w = &mut window[qp as usize];
+        let from_y_hat = tch::no_grad(|| (&y_hat - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float));
+        for (i, &matched) in matched.iter().enumerate() {
+            let i = i as i64;
+            if matched {
+                w[2] += clean_loss.double_value(&[i]);
+                w[3] += from_y_hat.double_value(&[i]);
+                w[4] += 1.0;
+            } else {
+                w[0] += eps_loss.double_value(&[i]);
+                w[1] += 1.0;
+            }
+        }
         logged += 1;
         if run.step % 50 == 0 || run.step == opt.steps {
-            let mut line = format!("[diffusion] step {}/{} ε-mse", run.step, opt.steps);
-            for (q, (sum, count)) in window.iter().enumerate() {
-                if *count > 0 {
-                    line += &format!(" qp{q} {:.4}", sum / *count as f64);
+            let mut line = format!("[diffusion] step {}/{}", run.step, opt.steps);
+            for (q, w) in window.iter().enumerate() {
+                if w[1] > 0.0 {
+                    line += &format!(" | qp{q} ε-mse {:.4}", w[0] / w[1]);
+                }
+                if w[4] > 0.0 {
+                    line += &format!(" | qp{q} at N: clean mse {:.4} (ŷ {:.4})", w[2] / w[4], w[3] / w[4]);
                 }
             }
             eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged as f64);
-            window = vec![(0.0, 0); nq];
+            window = vec![[0.0; 5]; nq];
             last_log = Instant::now();
             logged = 0;
         }
