@@ -7,6 +7,23 @@ cd "$(dirname "$0")/../.."
 cargo build --locked --release --bin gvc-train
 train=./target/release/gvc-train
 dir=models/gvc-small
+# Sessions 1–9 ran with 4 rate points, session 10 with 5: sets the rate points' λ (the default
+# of --lambdas), their count, and the start step of any new one (the last one's) in config.json.
+rate_points() {
+    python3 - "$dir/config.json" "$1" <<'PY'
+import json, sys
+path, lambdas = sys.argv[1], [float(v) for v in sys.argv[2].split(",")]
+cfg = json.load(open(path))
+cfg["codec"]["num_qps"] = len(lambdas)
+cfg["codec"]["lambdas"] = lambdas
+steps = cfg["denoiser"]["start_step_per_qp"]
+if steps:
+    cfg["denoiser"]["start_step_per_qp"] = (steps + steps[-1:] * len(lambdas))[: len(lambdas)]
+json.dump(cfg, open(path, "w"), indent=2)
+open(path, "a").write("\n")
+PY
+}
+rate_points 128,32,8,2
 $train autoencoder --model-dir $dir --steps 2800 --batch 8 --crop 128 --lr 3e-4 --minutes 45
 $train codec --model-dir $dir --steps 2400 --batch 8 --crop 128 --frames 3 --lr 2e-4 --minutes 42 --lambdas 128,32,8,2
 $train diffusion --model-dir $dir --steps 3600 --batch 8 --crop 128 --lr 2e-4 --minutes 22
@@ -88,4 +105,18 @@ $train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 24
 $train codec-check --model-dir $dir --batches 2
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 2600 --batch 4 --crop 256 --lr 1e-4 --minutes 15
+$train export --model-dir $dir
+
+# Session 10: a fifth rate point (λ 0.05) with the codec trained on cascades of 5 frames
+# (I + 4 P) instead of 3: session 9's QP 4 at λ 0.03 on 3-frame cascades drifted on 32-frame
+# GOPs (P-frames growing 137 bytes → 1.2–3.9 KB on bikes). Continued from session 8's
+# checkpoint with a fresh step counter; every per-QP table grows its QP 4 row from QP 3's.
+# The denoiser then continues from session 8's with half of each batch trained from ŷ at
+# the decoder's start step (--start-share 0.5), so it learns to undo each QP's coding error.
+rate_points 640,80,10,0.5,0.05
+rm -f $dir/checkpoints/codec.step
+$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 1400 --batch 4 --crop 256 --frames 5 --lr 1e-4 --minutes 62 --lambdas 640,80,10,0.5,0.05 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50
+$train codec-check --model-dir $dir --batches 2 --frames 5
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 2000 --batch 4 --crop 256 --lr 1e-4 --minutes 15 --start-share 0.5
 $train export --model-dir $dir
