@@ -70,10 +70,13 @@ fn main() -> Result<()> {
         }),
         "codec" => Stage::Codec(codec_options(&o)?),
         "codec-check" => Stage::CodecCheck(codec_options(&o)?, o.value("batches", 3)?),
-        "diffusion" => Stage::Diffusion(diffusion::Options {
-            stage: StageOptions::from_cli(&o, 3000, 2e-4, 3)?,
-            start_share: o.value("start-share", 0.0)?,
-        }),
+        "diffusion" => {
+            let start_share: f64 = o.value("start-share", 0.0)?;
+            if !(0.0..=1.0).contains(&start_share) {
+                bail!("--start-share {start_share}: expected a share between 0 and 1");
+            }
+            Stage::Diffusion(diffusion::Options { stage: StageOptions::from_cli(&o, 3000, 2e-4, 3)?, start_share })
+        }
         other => bail!("unknown stage {other}"),
     };
     o.finish()?;

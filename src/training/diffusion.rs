@@ -64,7 +64,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     eprintln!("[diffusion] resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;
-    let share_threshold = (options.start_share.clamp(0.0, 1.0) * f64::from(1u32 << 20)) as u64;
+    let share_threshold = (options.start_share * f64::from(1u32 << 20)) as u64;
     // Per QP: ε-MSE sum and count (items noised from y); clean-latent MSE of the prediction
     // and of ŷ itself, and count (items noised from ŷ at the start step).
     let mut window = vec![[0.0f64; 5]; nq];
@@ -108,6 +108,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         let t = Tensor::from_slice(&t).to_device(device);
         let pred = denoiser.forward(&z, &t, &y_hat, &c0, &ratio);
         let eps_loss = (&pred - &eps).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        // NoiseSchedule::predict_clean (eq. 3) with a per-item ᾱ.
         let clean = (&z - &pred * (-&ab + 1.0).sqrt()) / ab.sqrt();
         let clean_loss = (clean - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         let m = m.view([n]);
