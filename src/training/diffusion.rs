@@ -119,16 +119,23 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         }
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
+        // One device read per tensor, and ŷ's own error only when some item needs it.
+        let per_item = |x: &Tensor| Vec::<f64>::try_from(x.detach().to_kind(Kind::Double));
+        let eps_loss = per_item(&eps_loss)?;
+        let (clean_loss, from_y_hat) = if matched.contains(&true) {
+            let from_y_hat = tch::no_grad(|| (&y_hat - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float));
+            (per_item(&clean_loss)?, per_item(&from_y_hat)?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let w = &mut window[qp as usize];
-        let from_y_hat = tch::no_grad(|| (&y_hat - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float));
         for (i, &matched) in matched.iter().enumerate() {
-            let i = i as i64;
             if matched {
-                w[2] += clean_loss.double_value(&[i]);
-                w[3] += from_y_hat.double_value(&[i]);
+                w[2] += clean_loss[i];
+                w[3] += from_y_hat[i];
                 w[4] += 1.0;
             } else {
-                w[0] += eps_loss.double_value(&[i]);
+                w[0] += eps_loss[i];
                 w[1] += 1.0;
             }
         }
