@@ -43,8 +43,14 @@ fn rgb_frame(w: usize, h: usize, t: usize) -> gst::Buffer {
 }
 
 fn encoder_harness(w: usize, h: usize, intra_period: u32) -> gst_check::Harness {
+    encoder_harness_with(w, h, intra_period, true)
+}
+
+/// Properties must be set before the caps: the encoder reads them when the format arrives.
+fn encoder_harness_with(w: usize, h: usize, intra_period: u32, adaptive_intra: bool) -> gst_check::Harness {
     let mut harness = gst_check::Harness::new("gvcenc");
     let enc = harness.element().unwrap();
+    enc.set_property("adaptive-intra", adaptive_intra);
     enc.set_property("model", random_model());
     enc.set_property("intra-period", intra_period);
     enc.set_property("diffusion-steps", 2u32);
@@ -65,10 +71,18 @@ fn push_frames(harness: &mut gst_check::Harness, w: usize, h: usize, range: std:
     }
 }
 
+/// Access units of a buffer: whether its frame unit is an I-frame.
+fn is_intra_unit(buf: &gst::Buffer) -> bool {
+    let map = buf.map_readable().unwrap();
+    let units = gstgvc::codec::bitstream::split_units(&map).unwrap();
+    let frame = units.iter().find(|u| u.unit_type != gstgvc::codec::bitstream::UnitType::SequenceHeader).unwrap();
+    frame.unit_type == gstgvc::codec::bitstream::UnitType::IntraFrame
+}
+
 #[test]
 fn encoder_marks_sync_points_and_keeps_timestamps() {
     init();
-    let mut h = encoder_harness(64, 48, 3);
+    let mut h = encoder_harness_with(64, 48, 3, false);
     push_frames(&mut h, 64, 48, 0..7);
     h.push_event(gst::event::Eos::new());
     let caps = h.sinkpad().unwrap().current_caps().unwrap();
@@ -85,6 +99,24 @@ fn encoder_marks_sync_points_and_keeps_timestamps() {
         assert_eq!(delta, t % 3 != 0, "frame {t}: I every 3 frames, P otherwise");
         assert_eq!(buf.pts(), Some(gst::ClockTime::from_mseconds(40 * t as u64)));
     }
+}
+
+/// With adaptive intra (the default) the GOPs of this random model and moving test pattern
+/// restart early; every I-frame, planned or not, leaves as a sync point.
+#[test]
+fn adaptive_intra_restarts_are_sync_points() {
+    init();
+    let mut h = encoder_harness(64, 48, 5);
+    push_frames(&mut h, 64, 48, 0..10);
+    h.push_event(gst::event::Eos::new());
+    let mut intra = Vec::new();
+    while let Some(buf) = h.try_pull() {
+        assert_eq!(!buf.flags().contains(gst::BufferFlags::DELTA_UNIT), is_intra_unit(&buf));
+        intra.push(is_intra_unit(&buf));
+    }
+    assert_eq!(intra.len(), 10);
+    let fixed: Vec<bool> = (0..10).map(|t| t % 5 == 0).collect();
+    assert_ne!(intra, fixed, "no early restart: the test no longer exercises adaptive intra");
 }
 
 #[test]
@@ -328,6 +360,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         qp: 1,
         diffusion_steps: 0,
         independent_steps: 0,
+        adaptive_intra: true,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

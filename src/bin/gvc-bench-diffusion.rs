@@ -64,6 +64,7 @@ fn main() -> Result<()> {
             qp,
             diffusion_steps: ds,
             independent_steps: ds,
+            adaptive_intra: true,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let stream: Vec<Vec<u8>> =

@@ -61,13 +61,22 @@ fn encode_tensor(
     x: &Tensor,
     mean: &Tensor,
     indices: &[u8],
-) -> Result<Tensor> {
+) -> Result<(Tensor, PartBits)> {
     // Clamped well inside what the escape code allows; NaN/inf (only an untrained network
     // makes them) become in-range symbols too, so every stream stays decodable.
     let q = (x - mean).round().nan_to_num(0.0, MAX_SYMBOL, -MAX_SYMBOL).clamp(-MAX_SYMBOL, MAX_SYMBOL);
     let symbols: Vec<i32> = Vec::try_from(q.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Int)).unwrap();
     gc.encode(enc, &symbols, indices)?;
-    Ok(q + mean)
+    let mut bits = PartBits::default();
+    for (&s, &i) in symbols.iter().zip(indices) {
+        let b = gc.table(i).cost_bits(s);
+        bits.bits += b;
+        if b > SURPRISE_BITS {
+            bits.surprise_bits += b;
+            bits.surprises += 1;
+        }
+    }
+    Ok((q + mean, bits))
 }
 
 fn decode_tensor(gc: &GaussianConditional, dec: &mut RansDecoder, mean: &Tensor, indices: &[u8]) -> Result<Tensor> {
@@ -76,18 +85,48 @@ fn decode_tensor(gc: &GaussianConditional, dec: &mut RansDecoder, mean: &Tensor,
     Ok(q + mean)
 }
 
+/// A symbol costing more than this is a "surprise": a residual where the entropy model
+/// predicted almost none.
+const SURPRISE_BITS: f64 = 10.0;
+
+/// Ideal code length (from the integer CDF tables) of one coded tensor of a frame.
+#[derive(Clone, Debug, Default)]
+pub struct PartBits {
+    pub part: &'static str,
+    pub bits: f64,
+    /// The part of `bits` spent on symbols costing more than 10 bits each, and their count.
+    pub surprise_bits: f64,
+    pub surprises: usize,
+}
+
+/// Where a frame's bits go, per coded tensor in coding order (without the rANS flush and the
+/// framing).
+pub type BitSplit = Vec<PartBits>;
+
 /// One side of the entropy path: the encoder codes values, the decoder reads them back.
 /// Both run the same code below, so the encoder's reconstruction is the decoder's.
 enum Coder<'a, 'b> {
-    Encode(&'a mut RansEncoder),
+    Encode(&'a mut RansEncoder, &'a mut BitSplit),
     Decode(&'a mut RansDecoder<'b>),
 }
 
 impl Coder<'_, '_> {
-    /// `x` is the value to code (encoder only); returns the reconstruction.
-    fn code(&mut self, gc: &GaussianConditional, x: Option<&Tensor>, mean: &Tensor, indices: &[u8]) -> Result<Tensor> {
+    /// `x` is the value to code (encoder only), `part` names it in the bit split; returns the
+    /// reconstruction.
+    fn code(
+        &mut self,
+        part: &'static str,
+        gc: &GaussianConditional,
+        x: Option<&Tensor>,
+        mean: &Tensor,
+        indices: &[u8],
+    ) -> Result<Tensor> {
         match self {
-            Coder::Encode(enc) => encode_tensor(gc, enc, x.context("encoder without a value")?, mean, indices),
+            Coder::Encode(enc, split) => {
+                let (recon, bits) = encode_tensor(gc, enc, x.context("encoder without a value")?, mean, indices)?;
+                split.push(PartBits { part, ..bits });
+                Ok(recon)
+            }
             Coder::Decode(dec) => decode_tensor(gc, dec, mean, indices),
         }
     }
@@ -107,6 +146,7 @@ impl FrameCodec<'_> {
     fn hyper_latent(
         &self,
         coder: &mut Coder,
+        part: &'static str,
         hyper: &Hyperprior,
         qp: i64,
         z: Option<&Tensor>,
@@ -116,24 +156,24 @@ impl FrameCodec<'_> {
         let shape = [1, channels, (code_hw.0 + 3) / 4, (code_hw.1 + 3) / 4];
         let indices = per_channel_indices(&hyper.z_indices(self.gc, qp), &shape);
         let zeros = Tensor::zeros(shape, (Kind::Float, self.model.device));
-        coder.code(self.gc, z, &zeros, &indices)
+        coder.code(part, self.gc, z, &zeros, &indices)
     }
 
     /// Intra frame: ẑ, then the code; returns (ŷ, ĉ).
     fn intra(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<(Tensor, Tensor)> {
         let m = &self.model.intra;
-        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let z_hat = self.hyper_latent(coder, "intra z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
         let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
-        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let code = coder.code("intra code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok((m.synthesis(&code, qp), code))
     }
 
     /// Motion half of a P-frame; returns the decoded flow on the latent grid.
     fn motion(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<Tensor> {
         let m = &self.model.motion;
-        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let z_hat = self.hyper_latent(coder, "motion z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
         let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
-        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let code = coder.code("motion code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok(m.synthesis(&code, qp))
     }
 
@@ -148,9 +188,9 @@ impl FrameCodec<'_> {
         a: Analysis,
     ) -> Result<(Tensor, Tensor)> {
         let m = &self.model.contextual;
-        let z_hat = self.hyper_latent(coder, &m.hyper, qp, a.map(|a| a.1), code_hw)?;
+        let z_hat = self.hyper_latent(coder, "contextual z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
         let (mean, scale) = m.entropy_params(&z_hat, qp, ctx, &reference.code);
-        let code = coder.code(self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let code = coder.code("contextual code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
         Ok((m.synthesis(&code, ctx, qp), code))
     }
 }
@@ -178,6 +218,10 @@ pub struct EncoderParams {
     pub qp: u8,
     pub diffusion_steps: u8,
     pub independent_steps: u8,
+    /// Code a frame due as a P-frame as an I-frame when restarting the GOP costs fewer bytes
+    /// over two frames: scene cuts, and P-frame chains whose reference drifted so far that
+    /// every frame costs more than restarting.
+    pub adaptive_intra: bool,
 }
 
 pub struct EncodedFrame {
@@ -187,6 +231,8 @@ pub struct EncodedFrame {
     pub frame_number: u32,
     /// The codec reconstruction D(ŷ) at display size (what the next frame predicts from).
     pub reconstruction: Tensor,
+    /// Where the frame's bits went, per coded tensor.
+    pub bit_split: BitSplit,
 }
 
 pub struct EncoderSession {
@@ -199,6 +245,10 @@ pub struct EncoderSession {
     frame_number: u32,
     since_intra: u32,
     reference: Option<Reference>,
+    adaptive_intra: bool,
+    /// Bytes of the last first P-frame after an I-frame: what a restart costs on top of the
+    /// I-frame.
+    first_p_bytes: Option<usize>,
 }
 
 impl EncoderSession {
@@ -237,6 +287,8 @@ impl EncoderSession {
             frame_number: 0,
             since_intra: 0,
             reference: None,
+            adaptive_intra: params.adaptive_intra,
+            first_p_bytes: None,
         })
     }
 
@@ -251,6 +303,10 @@ impl EncoderSession {
 
     pub fn set_qp(&mut self, qp: u8) -> Result<()> {
         ensure!((qp as i64) < self.model.config.codec.num_qps, "qp {qp} out of range");
+        if qp != self.qp {
+            // A restart's cost was measured at the old rate point.
+            self.first_p_bytes = None;
+        }
         self.qp = qp;
         Ok(())
     }
@@ -273,27 +329,59 @@ impl EncoderSession {
         let (ch, cw) = (self.header.coded_height as i64, self.header.coded_width as i64);
         let x = pad_picture(&frame.to_device(m.device).to_kind(Kind::Float), ch, cw);
         let y = m.autoencoder.encoder.encode(&x);
+        let mut chosen = self.code_frame(&x, &y, intra)?;
+        let first_p = self.since_intra == 1;
+        match self.first_p_bytes {
+            // Restarting costs the I-frame now and, next, a first P-frame that lifts the quality
+            // back to the P-frames' level (measured: the last first P-frame after an I-frame);
+            // going on costs about this P-frame twice. The first P-frame after an I-frame is
+            // never replaced, so every GOP measures its restart cost and cannot loop on I-frames.
+            Some(restart_p) if !intra && !first_p && self.adaptive_intra && 2 * chosen.data.len() > restart_p => {
+                let intra = self.code_frame(&x, &y, true)?;
+                if intra.data.len() + restart_p <= 2 * chosen.data.len() {
+                    chosen = intra;
+                }
+            }
+            _ => {}
+        }
+        if first_p && chosen.frame_type == FrameType::Inter {
+            self.first_p_bytes = Some(chosen.data.len());
+        }
+        let Candidate { data, frame_type, latent, code, bit_split } = chosen;
+        let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
+        let reconstruction = crop_display(&picture, &self.header);
+        self.reference = Some(Reference { latent, code, picture: Some(picture) });
+        self.since_intra = if frame_type == FrameType::Intra { 1 } else { self.since_intra + 1 };
+        let frame_number = self.frame_number;
+        self.frame_number = self.frame_number.wrapping_add(1);
+        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction, bit_split })
+    }
+
+    /// Codes the current frame (`x` padded, `y` its latent) as an I- or P-frame without
+    /// changing the session, so the encoder can weigh both.
+    fn code_frame(&self, x: &Tensor, y: &Tensor, intra: bool) -> Result<Candidate> {
+        let m = &*self.model;
         let qp = self.qp as i64;
-        let code_hw = (ch / 16, cw / 16);
+        let code_hw = (self.header.coded_height as i64 / 16, self.header.coded_width as i64 / 16);
         let fc = FrameCodec { model: m, gc: &self.gc };
         let mut enc = RansEncoder::new();
-        let mut coder = Coder::Encode(&mut enc);
+        let mut bit_split = BitSplit::new();
+        let mut coder = Coder::Encode(&mut enc, &mut bit_split);
         let (latent, code) = if intra {
-            let code = m.intra.analysis(&y, qp);
+            let code = m.intra.analysis(y, qp);
             let z = m.intra.hyper.analysis(&code, qp);
             fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?
         } else {
-            let reference = self.reference.as_ref().unwrap();
-            let flow8 = self.spynet.latent_flow(&x, reference.picture.as_ref().unwrap());
+            let reference = self.reference.as_ref().context("P-frame without a reference")?;
+            let flow8 = self.spynet.latent_flow(x, reference.picture.as_ref().context("reference without a picture")?);
             let mv = m.motion.analysis(&flow8, qp);
             let mz = m.motion.hyper.analysis(&mv, qp);
             let flow8_hat = fc.motion(&mut coder, qp, code_hw, Some((&mv, &mz)))?;
             let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
-            let code = m.contextual.analysis(&y, &ctx, qp);
+            let code = m.contextual.analysis(y, &ctx, qp);
             let z = m.contextual.hyper.analysis(&code, qp);
             fc.contextual(&mut coder, qp, code_hw, reference, &ctx, Some((&code, &z)))?
         };
-        let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
         let frame_type = if intra { FrameType::Intra } else { FrameType::Inter };
         let packet = FramePacket {
             frame_type,
@@ -304,13 +392,18 @@ impl EncoderSession {
         };
         let mut data = if intra { self.header.to_unit() } else { Vec::new() };
         data.extend(packet.to_unit());
-        let reconstruction = crop_display(&picture, &self.header);
-        self.reference = Some(Reference { latent, code, picture: Some(picture) });
-        self.since_intra = if intra { 1 } else { self.since_intra + 1 };
-        let frame_number = self.frame_number;
-        self.frame_number = self.frame_number.wrapping_add(1);
-        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction })
+        Ok(Candidate { data, frame_type, latent, code, bit_split })
     }
+}
+
+/// One way of coding the current frame, not yet committed to the session.
+struct Candidate {
+    /// The access unit: sequence header (I-frames) + frame unit.
+    data: Vec<u8>,
+    frame_type: FrameType,
+    latent: Tensor,
+    code: Tensor,
+    bit_split: BitSplit,
 }
 
 fn noise_seed_for(frame_number: u32) -> u32 {

@@ -26,6 +26,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         qp: 1,
         diffusion_steps: ds,
         independent_steps: d,
+        adaptive_intra: false,
     }
 }
 
@@ -304,4 +305,41 @@ fn decoder_uses_the_tdir_agreement_of_the_frames_qp() {
     assert!(shipped.iter().zip(&explicit).all(|(a, b)| a.equal(b)), "QP 1 must decode with τ = 0.5");
     // Frame 2 is the first that reuses the buffer (the second P-frame of the GOP).
     assert!(!shipped[2].equal(&none[2]), "τ = 0.5 and τ = 0 decode alike: τ is not used");
+}
+
+/// A hard cut (carphone, then vtest) coded as a P-frame costs more than restarting; with
+/// adaptive intra the encoder restarts the GOP there at every rate point, changes nothing before
+/// the cut, and the decoder follows bit-exactly.
+#[test]
+fn adaptive_intra_restarts_the_gop_at_a_scene_cut() {
+    let model = shipped_model();
+    let other = load_clip(&clip_dir().join("vtest.avi"), Some(2), Some((176, 144))).unwrap().float_frames(0, 2);
+    let frames = Tensor::cat(&[real_frames(3), other], 0);
+    for qp in 0..model.config.codec.num_qps as u8 {
+        let encode = |adaptive_intra| {
+            let p = EncoderParams { qp, intra_period: 32, adaptive_intra, ..params(176, 144, 0, 0) };
+            let mut enc = EncoderSession::new(model.clone(), &p).unwrap();
+            (0..5).map(|i| enc.encode(&frames.narrow(0, i, 1), false).unwrap()).collect::<Vec<_>>()
+        };
+        let (fixed, adaptive) = (encode(false), encode(true));
+        let types: Vec<FrameType> = adaptive.iter().map(|e| e.frame_type).collect();
+        use FrameType::{Inter as P, Intra as I};
+        assert_eq!(types, [I, P, P, I, P], "qp {qp}");
+        assert!(fixed.iter().skip(1).all(|e| e.frame_type == P), "qp {qp}: fixed GOP");
+        for i in 0..3 {
+            assert_eq!(fixed[i].data, adaptive[i].data, "qp {qp} frame {i}: before the cut");
+        }
+        let bytes = |s: &[super::session::EncodedFrame]| s[3..].iter().map(|e| e.data.len()).sum::<usize>();
+        assert!(
+            bytes(&adaptive) < bytes(&fixed),
+            "qp {qp}: restart {} vs P-frames {}",
+            bytes(&adaptive),
+            bytes(&fixed)
+        );
+        let mut dec = DecoderSession::new(model.clone());
+        for (i, e) in adaptive.iter().enumerate() {
+            let d = dec.decode(&e.data).unwrap();
+            assert!(d.picture.equal(&e.reconstruction), "qp {qp} frame {i}: decoder differs from encoder");
+        }
+    }
 }

@@ -19,6 +19,7 @@ const DEFAULT_QP: u32 = 1;
 const DEFAULT_INTRA_PERIOD: u32 = 32;
 const DEFAULT_DIFFUSION_STEPS: u32 = 4;
 const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
+const DEFAULT_ADAPTIVE_INTRA: bool = true;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -26,6 +27,7 @@ struct Settings {
     intra_period: u32,
     diffusion_steps: u32,
     independent_steps: u32,
+    adaptive_intra: bool,
     model: String,
     device: String,
 }
@@ -37,6 +39,7 @@ impl Default for Settings {
             intra_period: DEFAULT_INTRA_PERIOD,
             diffusion_steps: DEFAULT_DIFFUSION_STEPS,
             independent_steps: DEFAULT_INDEPENDENT_STEPS,
+            adaptive_intra: DEFAULT_ADAPTIVE_INTRA,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
         }
@@ -94,6 +97,12 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_INDEPENDENT_STEPS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("adaptive-intra")
+                    .nick("Adaptive intra")
+                    .blurb("Code a frame as an I-frame (starting a new GOP early) when that has the lower rate-distortion cost than a P-frame: scene cuts, drifted references")
+                    .default_value(DEFAULT_ADAPTIVE_INTRA)
+                    .mutable_ready()
+                    .build(),
                 model_pspec(),
                 device_pspec(),
             ]
@@ -115,6 +124,7 @@ impl ObjectImpl for GvcEnc {
             "intra-period" => s.intra_period = value.get().unwrap(),
             "diffusion-steps" => s.diffusion_steps = value.get().unwrap(),
             "independent-steps" => s.independent_steps = value.get().unwrap(),
+            "adaptive-intra" => s.adaptive_intra = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             _ => unreachable!(),
@@ -128,6 +138,7 @@ impl ObjectImpl for GvcEnc {
             "intra-period" => s.intra_period.to_value(),
             "diffusion-steps" => s.diffusion_steps.to_value(),
             "independent-steps" => s.independent_steps.to_value(),
+            "adaptive-intra" => s.adaptive_intra.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             _ => unreachable!(),
@@ -195,6 +206,7 @@ impl VideoEncoderImpl for GvcEnc {
             qp: s.qp as u8,
             diffusion_steps: s.diffusion_steps as u8,
             independent_steps: s.independent_steps as u8,
+            adaptive_intra: s.adaptive_intra,
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);

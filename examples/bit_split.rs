@@ -1,0 +1,100 @@
+//! Where a coded clip's bits go, per frame: the ideal code length of each coded tensor (from
+//! the integer CDF tables the rANS coder uses) — hyper-latent z and code of the intra codec,
+//! of the motion and of the contextual codec — next to the access unit's real size, and the
+//! codec reconstruction's PSNR (D(ŷ), no diffusion); in brackets the count and bytes of "surprise" symbols (over 10
+//! bits each: a residual where the entropy model predicted almost none). Then per-part means
+//! over the I- and P-frames, and the clip's bpp, mean PSNR and I-frame count per QP.
+//!
+//! `cargo run --release --example bit_split -- [--clip carphone_pristine.mp4] [--qps 3,4]
+//! [--frames 32] [--intra-period 32] [--adaptive-intra true]` (`GVC_MODEL` selects the model)
+
+use anyhow::Result;
+use gstgvc::cli::KeyValues;
+use gstgvc::clips::{clip_dir, load_clip};
+use gstgvc::codec::bitstream::FrameType;
+use gstgvc::codec::session::{EncoderParams, EncoderSession};
+use gstgvc::metrics::psnr;
+use gstgvc::model::gvc::GvcModel;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tch::Device;
+
+fn main() -> Result<()> {
+    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let clip_name = o.string("clip", "carphone_pristine.mp4");
+    let frames: usize = o.value("frames", 32)?;
+    let intra_period: u32 = o.value("intra-period", 32)?;
+    let qps: Vec<u8> = o.list("qps")?.unwrap_or(vec![3, 4]);
+    let adaptive_intra: bool = o.value("adaptive-intra", true)?;
+    o.finish()?;
+    let model =
+        Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::cuda_if_available())?);
+    let clip = load_clip(&clip_dir().join(&clip_name), Some(frames), None)?;
+    let n = clip.len() as usize;
+    let pixels = (clip.width() * clip.height()) as f64;
+    for qp in qps {
+        let params = EncoderParams {
+            width: clip.width() as u32,
+            height: clip.height() as u32,
+            fps_n: clip.fps_n as u32,
+            fps_d: clip.fps_d as u32,
+            intra_period,
+            qp,
+            diffusion_steps: 4,
+            independent_steps: 4,
+            adaptive_intra,
+        };
+        let mut enc = EncoderSession::new(model.clone(), &params)?;
+        println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());
+        println!("| frame | type | unit bytes | parts | PSNR |");
+        println!("|---|---|---|---|---|");
+        // (frame type, part) → (sum of bytes, count)
+        let mut means: BTreeMap<(&str, &str), (f64, usize)> = BTreeMap::new();
+        let mut units: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut psnr_sum = 0.0;
+        for t in 0..n {
+            let x = clip.float_frames(t as i64, 1);
+            let e = enc.encode(&x, false)?;
+            let kind = if e.frame_type == FrameType::Intra { "I" } else { "P" };
+            let parts: Vec<String> = e
+                .bit_split
+                .iter()
+                .map(|p| {
+                    format!("{} {:.1} ({} surprises {:.1})", p.part, p.bits / 8.0, p.surprises, p.surprise_bits / 8.0)
+                })
+                .collect();
+            for p in &e.bit_split {
+                let m = means.entry((kind, p.part)).or_default();
+                m.0 += p.bits / 8.0;
+                m.1 += 1;
+            }
+            let u = units.entry(kind).or_default();
+            u.0 += e.data.len();
+            u.1 += 1;
+            let frame_psnr = psnr(&e.reconstruction, &x.to_device(e.reconstruction.device()));
+            psnr_sum += frame_psnr;
+            println!("| {t} | {kind} | {} | {} | {frame_psnr:.2} |", e.data.len(), parts.join(", "));
+        }
+        let total: usize = units.values().map(|u| u.0).sum();
+        println!(
+            "{clip_name} qp {qp}: {:.4} bpp, mean PSNR {:.2} dB, {} I-frames",
+            total as f64 * 8.0 / (pixels * n as f64),
+            psnr_sum / n as f64,
+            units.get("I").map_or(0, |u| u.1)
+        );
+        for (kind, (bytes, count)) in &units {
+            let parts: Vec<String> = means
+                .iter()
+                .filter(|((k, _), _)| k == kind)
+                .map(|((_, p), (b, c))| format!("{p} {:.1}", b / *c as f64))
+                .collect();
+            let mean = *bytes as f64 / *count as f64;
+            println!(
+                "{kind}: {count} frames, mean {mean:.1} bytes ({:.4} bpp): {}",
+                mean * 8.0 / pixels,
+                parts.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
