@@ -88,11 +88,16 @@ impl Hyperprior {
         self.z_q_log.get(qp).unsqueeze(0).exp()
     }
 
-    /// The code is padded to a multiple of 4 first so any frame multiple of 16 works.
+    /// The code is padded to a multiple of 4 first so any frame multiple of 16 works, by
+    /// replicating its edge: h_a never saw padding in training (crops are multiples of 64),
+    /// and zeros next to real values read as an edge worth side information — on carphone
+    /// (code 11×9) zero padding made the contextual z 31 of a QP 3 P-frame's 106 bytes, with
+    /// replication 2 of 58 (`logs/hyper-padding-11.log`). Encoder only: the decoder never runs
+    /// h_a, so streams made either way decode the same.
     /// Returns z already scaled by q_z, ready to round.
     pub fn analysis(&self, latent: &Tensor, qp: i64) -> Tensor {
         let (_, _, h, w) = latent.size4().expect("4-D latent");
-        let padded = latent.abs().constant_pad_nd([0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4]);
+        let padded = latent.abs().pad([0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4], "replicate", None);
         let h = self.h_a[0].forward(&padded).leaky_relu();
         let h = self.h_a[1].forward(&h).leaky_relu();
         self.h_a[2].forward(&h) * self.z_q(qp)
