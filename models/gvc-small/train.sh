@@ -111,12 +111,14 @@ $train export --model-dir $dir
 # (I + 4 P) instead of 3: session 9's QP 4 at λ 0.03 on 3-frame cascades drifted on 32-frame
 # GOPs (P-frames growing 137 bytes → 1.2–3.9 KB on bikes). Continued from session 8's
 # checkpoint with a fresh step counter; every per-QP table grows its QP 4 row from QP 3's.
-# The denoiser then continues from session 8's with half of each batch trained from ŷ at
-# the decoder's start step (--start-share 0.5), so it learns to undo each QP's coding error.
+# The denoiser then continues from session 8's for 1,874 steps. Session 10 shipped a run with
+# half of each batch trained from ŷ at the decoder's start step (--start-share 0.5, 1,874 of
+# 2,000 steps in its 15-minute cap); session 11 ships the control run without it (this line),
+# equal on carphone and better on bikes with TDIR on (logs/bench-diffusion*-10-control.log).
 rate_points 640,80,10,0.5,0.05
 rm -f $dir/checkpoints/codec.step
 $train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 1400 --batch 4 --crop 256 --frames 5 --lr 1e-4 --minutes 62 --lambdas 640,80,10,0.5,0.05 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50
 $train codec-check --model-dir $dir --batches 2 --frames 5
 rm -f $dir/checkpoints/diffusion.step
-$train diffusion --model-dir $dir --steps 2000 --batch 4 --crop 256 --lr 1e-4 --minutes 15 --start-share 0.5
+$train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 40
 $train export --model-dir $dir
