@@ -1,9 +1,10 @@
 //! Where a coded clip's bits go, per frame: the ideal code length of each coded tensor (from
 //! the integer CDF tables the rANS coder uses) — hyper-latent z and code of the intra codec,
 //! of the motion and of the contextual codec — next to the access unit's real size, and the
-//! codec reconstruction's PSNR (D(ŷ), no diffusion); in brackets the count and bytes of "surprise" symbols (over 10
-//! bits each: a residual where the entropy model predicted almost none). Then per-part means
-//! over the I- and P-frames, and the clip's bpp, mean PSNR and I-frame count per QP.
+//! codec reconstruction's PSNR (D(ŷ), no diffusion). In brackets the count and bytes of
+//! "surprise" symbols (over 10 bits each: a residual where the entropy model predicted almost
+//! none). Then the clip's bpp, mean PSNR and I-frame count per QP, and per-part means over
+//! the I- and P-frames.
 //!
 //! `cargo run --release --example bit_split -- [--clip carphone_pristine.mp4] [--qps 3,4]
 //! [--frames 32] [--intra-period 32] [--adaptive-intra true]` (`GVC_MODEL` selects the model)
