@@ -218,7 +218,7 @@ pub struct EncoderParams {
     pub qp: u8,
     pub diffusion_steps: u8,
     pub independent_steps: u8,
-    /// Code a frame due as a P-frame as an I-frame when restarting the GOP costs fewer bytes
+    /// Code a frame due as a P-frame as an I-frame when restarting the GOP costs no more bytes
     /// over two frames: scene cuts, and P-frame chains whose reference drifted so far that
     /// every frame costs more than restarting.
     pub adaptive_intra: bool,
