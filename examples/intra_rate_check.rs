@@ -10,7 +10,7 @@
 //! `cargo run --release --example intra_rate_check -- <clip> <width> <height> [frame] [model]`
 
 use gstgvc::clips::{clip_dir, load_clip};
-use gstgvc::codec::entropy::SCALE_MIN;
+use gstgvc::codec::entropy::{SCALE_MIN, SURPRISE_SYMBOL_BITS};
 use gstgvc::model::entropy_model::gaussian_bits;
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::training::psnr;
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
             let z_bpp = z_bits / px;
             let bpp = |b: &Tensor| b.sum(Kind::Float).double_value(&[]) / px;
             let count = |m: &Tensor| m.to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]);
-            let surprises = bits.gt(10.0);
+            let surprises = bits.gt(SURPRISE_SYMBOL_BITS);
             // σ exactly at the table floor: the network asked for less (clamped).
             let at_floor = surprises.logical_and(&scale.le(SCALE_MIN * (1.0 + 1e-6)));
             println!(

@@ -6,7 +6,7 @@
 //! diffusion output is what the decoder displays.
 
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
-use super::entropy::{GaussianConditional, RansDecoder, RansEncoder};
+use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
 use crate::model::codec::TemporalContext;
 use crate::model::entropy_model::Hyperprior;
@@ -71,7 +71,7 @@ fn encode_tensor(
     for (&s, &i) in symbols.iter().zip(indices) {
         let b = gc.table(i).cost_bits(s);
         bits.bits += b;
-        if b > SURPRISE_BITS {
+        if b > SURPRISE_SYMBOL_BITS {
             bits.surprise_bits += b;
             bits.surprises += 1;
         }
@@ -85,16 +85,13 @@ fn decode_tensor(gc: &GaussianConditional, dec: &mut RansDecoder, mean: &Tensor,
     Ok(q + mean)
 }
 
-/// A symbol costing more than this is a "surprise": a residual where the entropy model
-/// predicted almost none.
-const SURPRISE_BITS: f64 = 10.0;
-
 /// Ideal code length (from the integer CDF tables) of one coded tensor of a frame.
 #[derive(Clone, Debug, Default)]
 pub struct PartBits {
     pub part: &'static str,
     pub bits: f64,
-    /// The part of `bits` spent on symbols costing more than 10 bits each, and their count.
+    /// The part of `bits` spent on symbols costing more than `SURPRISE_SYMBOL_BITS` each, and
+    /// their count.
     pub surprise_bits: f64,
     pub surprises: usize,
 }

@@ -9,5 +9,9 @@ pub use cdf::CdfTable;
 pub use gaussian::{scale_of_index, GaussianConditional, NUM_SCALES, SCALE_MAX, SCALE_MIN};
 pub use rans::{Interval, RansDecoder, RansEncoder, PRECISION};
 
+/// A symbol costing more than this many bits is a "surprise": a residual where the entropy
+/// model predicted almost none (the diagnostics' threshold, not a coder limit).
+pub const SURPRISE_SYMBOL_BITS: f64 = 10.0;
+
 #[cfg(test)]
 mod tests;
