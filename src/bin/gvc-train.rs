@@ -2,7 +2,7 @@
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
-//! (also `--frames F`, `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
+//! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
 //! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel,
 //! `--rate-proxy noise|rounded`, `--table-lr-factor F` for the per-QP scale tables),
 //! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
@@ -28,7 +28,7 @@ enum Stage {
 fn codec_options(o: &KeyValues) -> Result<codec::Options> {
     Ok(codec::Options {
         stage: StageOptions::from_cli(o, 3000, 2e-4, 2)?,
-        frames: o.value("frames", 3)?,
+        frames: o.list("frames")?.unwrap_or_else(|| vec![3]),
         lambdas: o.list("lambdas")?,
         align_floor: o.value("align-floor", 0.25)?,
         align_warmup: o.value("align-warmup", 0.2)?,

@@ -21,8 +21,10 @@ use tch::{nn, Device, Kind, Tensor};
 
 pub struct Options {
     pub stage: StageOptions,
-    /// Frames per training sequence (one I-frame, then P-frames).
-    pub frames: i64,
+    /// Frames per training sequence (one I-frame, then P-frames), per QP; one value serves
+    /// every QP. Low rates drift most over long P-chains, so they can train on longer cascades
+    /// while high rates keep short ones (longer cascades cost high rates bits).
+    pub frames: Vec<i64>,
     /// λ of each QP, replacing the model config's (to move the rate ladder).
     pub lambdas: Option<Vec<f64>>,
     /// Weight of the motion-alignment term (× λ) kept after the warm-up. Without it the
@@ -65,6 +67,23 @@ pub enum Quantization {
     TrainRounded,
     /// Hard rounding around the mean exactly as the entropy coder does (inference).
     Hard,
+}
+
+impl Options {
+    /// The cascade length trained at `qp`.
+    pub fn frames_at(&self, qp: i64) -> i64 {
+        self.frames.get(qp as usize).or(self.frames.last()).copied().unwrap_or(3)
+    }
+
+    fn check_frames(&self, num_qps: i64) -> Result<()> {
+        anyhow::ensure!(
+            self.frames.len() == 1 || self.frames.len() == num_qps as usize,
+            "--frames: give one length or one per QP ({num_qps}), not {}",
+            self.frames.len()
+        );
+        anyhow::ensure!(self.frames.iter().all(|&f| f >= 2), "--frames: a cascade needs an I-frame and a P-frame");
+        Ok(())
+    }
 }
 
 /// The decoder-side code, the rate of a (code, z) pair and the part of it spent on z.
@@ -185,7 +204,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let cfg = ModelConfig::load(&opt.stage.model_dir)?;
     let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
     anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
-    eprintln!("[codec] λ per QP: {lambdas:?}");
+    opt.check_frames(cfg.codec.num_qps)?;
+    eprintln!("[codec] λ per QP: {lambdas:?}, frames per sequence: {:?}", opt.frames);
     let mut run = StageRun::start(&opt.stage, "codec")?;
     tch::manual_seed(opt.stage.seed as i64);
 
@@ -223,7 +243,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         optim.set_lr_group(RATE_PARAMETER_GROUP, run.lr() * opt.table_lr_factor);
         let qp = rng.below(nq as u64) as i64;
         let lambda = lambdas[qp as usize];
-        let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
+        let frames = opt.frames_at(qp);
+        let seq = data.sample(&mut rng, opt.stage.batch, frames, opt.stage.crop)?.to_device(device);
         let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let coded = code_sequence(&nets, &ys, &flows, qp, opt.rate_proxy);
@@ -268,7 +289,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
         let w = &mut window[qp as usize];
-        let np = (opt.frames - 1) as f64;
+        let np = (frames - 1) as f64;
         w[0] += bpp_i;
         w[1] += bpp_p / np;
         w[2] += mse_i;
@@ -324,9 +345,12 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
     let nets = CodecNets::new(&vs.root(), &cfg);
     anyhow::ensure!(restore_weights(&mut vs, &file)? > 0, "no codec weights in {}", opt.stage.model_dir.display());
     let mut rng = Rng::new(opt.stage.seed);
+    opt.check_frames(cfg.codec.num_qps)?;
     let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
+    let longest = *opt.frames.iter().max().expect("checked");
     for b in 0..batches {
-        let seq = data.sample(&mut rng, opt.stage.batch, opt.frames, opt.stage.crop)?.to_device(device);
+        // Every QP codes a prefix of one batch of the longest cascade.
+        let seq = data.sample(&mut rng, opt.stage.batch, longest, opt.stage.crop)?.to_device(device);
         let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
         let y_var = ys[0].square().mean(Kind::Float).double_value(&[]);
         // The autoencoder's own ceiling on these crops: D(y) with no coding at all.
@@ -340,8 +364,9 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
             });
             eprintln!("[check] batch {b} qp{qp}: intra transforms without quantization: mse {floor:.4}");
             // The rounded proxy's forward pass is the hard one, so it needs no row of its own.
+            let frames = opt.frames_at(qp) as usize;
             for quant in [Quantization::Train, Quantization::Hard] {
-                let coded = tch::no_grad(|| code_sequence(&nets, &ys, &flows, qp, quant));
+                let coded = tch::no_grad(|| code_sequence(&nets, &ys[..frames], &flows[..frames - 1], qp, quant));
                 let stats: Vec<String> = coded
                     .iter()
                     .enumerate()
@@ -400,5 +425,39 @@ mod tests {
         bits.backward();
         let grad = code.grad().abs().sum(Kind::Float).double_value(&[]);
         assert!(grad.is_finite() && grad > 0.0, "no gradient to the code: {grad}");
+    }
+
+    fn options(frames: &[i64]) -> Options {
+        Options {
+            stage: StageOptions {
+                model_dir: "unused".into(),
+                steps: 1,
+                batch: 1,
+                crop: 64,
+                lr: 1e-4,
+                seed: 1,
+                minutes: None,
+            },
+            frames: frames.to_vec(),
+            lambdas: None,
+            align_floor: 0.0,
+            align_warmup: 0.0,
+            distortion: Distortion::Latent,
+            rate_proxy: Quantization::Train,
+            table_lr_factor: 1.0,
+        }
+    }
+
+    #[test]
+    fn cascade_lengths_are_one_for_all_or_one_per_qp() {
+        let shared = options(&[5]);
+        assert!(shared.check_frames(5).is_ok());
+        assert_eq!((0..5).map(|q| shared.frames_at(q)).collect::<Vec<_>>(), [5; 5]);
+        let per_qp = options(&[5, 5, 5, 8, 8]);
+        assert!(per_qp.check_frames(5).is_ok());
+        assert_eq!((0..5).map(|q| per_qp.frames_at(q)).collect::<Vec<_>>(), [5, 5, 5, 8, 8]);
+        let err = options(&[5, 8]).check_frames(5).unwrap_err().to_string();
+        assert!(err.contains("one per QP (5)"), "{err}");
+        assert!(options(&[1]).check_frames(5).is_err());
     }
 }
