@@ -1,6 +1,6 @@
 //! Evaluation: gvc at every rate point against x264 and x265 (GStreamer, speed-preset
-//! medium, key-int-max = intra period) at a quantizer sweep, on the first frames of real
-//! clips. Prints progress, writes `results.csv`, `results.md` (table and BD-rates of gvc
+//! medium, key-int-max = intra period) at a quantizer sweep, and x264 at its rate floor, on
+//! the first frames of real clips. Prints progress, writes `results.csv`, `results.md` (table and BD-rates of gvc
 //! against x265 and x264 per metric) and rate–metric plots (`plots/*.png`, drawn by
 //! `scripts/plot_results.py`) to the output folder.
 //!
@@ -91,6 +91,16 @@ fn main() -> Result<()> {
                     "h264parse ! avdec_h264".into(),
                 ));
             }
+            // x264's rate floor, a point of its own (another rate control, so outside the
+            // quantizer curve and its BD-rate): GStreamer's x264enc stops at quantizer 50, but
+            // rate control at the lowest bitrate it takes may raise the quantizer to qp-max,
+            // whose highest value zeroes coefficients beyond H.264's QP 51.
+            runs.push((
+                "x264-floor".into(),
+                "bitrate=1kbps".into(),
+                format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=cbr bitrate=1 qp-max=63 ! video/x-h264,stream-format=byte-stream ! h264parse"),
+                "h264parse ! avdec_h264".into(),
+            ));
         }
         if baselines.contains("x265") {
             for q in [51, 46, 42, 38, 34] {
