@@ -215,7 +215,8 @@ pub struct EncoderParams {
     pub qp: u8,
     pub diffusion_steps: u8,
     pub independent_steps: u8,
-    /// Code a frame due as a P-frame as an I-frame when restarting the GOP costs no more bytes
+    /// Code a frame due as a P-frame as an I-frame when it costs more bytes than the GOP's
+    /// first P-frame and restarting (the I-frame, then a first P-frame) costs no more bytes
     /// over two frames: scene cuts, and P-frame chains whose reference drifted so far that
     /// every frame costs more than restarting.
     pub adaptive_intra: bool,
@@ -230,6 +231,12 @@ pub struct EncodedFrame {
     pub reconstruction: Tensor,
     /// Where the frame's bits went, per coded tensor.
     pub bit_split: BitSplit,
+}
+
+/// Adaptive intra's byte balance for a P-frame that costs more than the GOP's first P-frame:
+/// restarting (this frame as an I-frame, then a first P-frame) against two such P-frames.
+fn restart_pays(p_bytes: usize, first_p_bytes: usize, intra_bytes: usize) -> bool {
+    intra_bytes + first_p_bytes <= 2 * p_bytes
 }
 
 pub struct EncoderSession {
@@ -331,11 +338,15 @@ impl EncoderSession {
         match self.first_p_bytes {
             // Restarting costs the I-frame now and, next, a first P-frame that lifts the quality
             // back to the P-frames' level (measured: the last first P-frame after an I-frame);
-            // going on costs about this P-frame twice. The first P-frame after an I-frame is
-            // never replaced, so every GOP measures its restart cost and cannot loop on I-frames.
-            Some(restart_p) if !intra && !first_p && self.adaptive_intra && 2 * chosen.data.len() > restart_p => {
+            // going on costs about this P-frame twice. Only a P-frame dearer than that first
+            // P-frame is a candidate (a scene cut, or a chain that drifted): on hard motion
+            // (bikes) every P-frame may cost more than an I-frame, and restarting there
+            // trades P-frames for I-frames a few dB worse at the same QP. The first P-frame
+            // after an I-frame is never replaced, so every GOP measures its restart cost and
+            // cannot loop on I-frames.
+            Some(restart_p) if !intra && !first_p && self.adaptive_intra && chosen.data.len() > restart_p => {
                 let intra = self.code_frame(&x, &y, true)?;
-                if intra.data.len() + restart_p <= 2 * chosen.data.len() {
+                if restart_pays(chosen.data.len(), restart_p, intra.data.len()) {
                     chosen = intra;
                 }
             }
