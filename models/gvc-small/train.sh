@@ -122,3 +122,17 @@ $train codec-check --model-dir $dir --batches 2 --frames 5
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 40
 $train export --model-dir $dir
+
+# Session 12: the codec continues from session 10's (fresh step counter) with the cascade
+# length per QP: 5 frames at QP 0-2 as before, 8 (I + 7 P) at QP 3-4, where long P-chains
+# drifted (session 11's 8-frame run for every QP helped QP 3-4 and cost QP 0-2 bits,
+# logs/codec-11-frames8-experiment.log). 1,000 steps in 52 minutes (logs/codec-12.log). Then
+# the denoiser continues from session 10's control run (fresh step counter); its first start
+# was cut at step 858 by its 20-minute cap (it shared the CPU with encoder measurements) and
+# resumed to 1,874 (logs/diffusion-12.log), hence the two lines.
+rm -f $dir/checkpoints/codec.step
+$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 1000 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --minutes 58 --lambdas 640,80,10,0.5,0.05 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 20
+$train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 14
+$train export --model-dir $dir
