@@ -1,8 +1,8 @@
 //! Evaluation: gvc at every rate point against x264 and x265 (GStreamer, speed-preset
 //! medium, key-int-max = intra period) at a quantizer sweep, and x264 at its rate floor, on
-//! the first frames of real clips. Prints progress, writes `results.csv`, `results.md` (table and BD-rates of gvc
-//! against x265 and x264 per metric) and rate–metric plots (`plots/*.png`, drawn by
-//! `scripts/plot_results.py`) to the output folder.
+//! the first frames of real clips. Prints progress, writes `results.csv`, `results.md`
+//! (table and BD-rates of gvc against x265 and x264 per metric) and rate–metric plots
+//! (`plots/*.png`, drawn by `scripts/plot_results.py`) to the output folder.
 //!
 //! `gvc-eval [--frames 32] [--out out/eval] [--model gvc-small] [--clips a,b,…]
 //!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]`

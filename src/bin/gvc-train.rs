@@ -2,9 +2,10 @@
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
 //!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
-//! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`, `--align-floor W`, `--align-warmup share`,
-//! `--distortion latent|pixel` with `--perceptual-weight W --latent-anchor A` for pixel,
-//! `--rate-proxy noise|rounded`, `--table-lr-factor F` for the per-QP scale tables),
+//! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`,
+//! `--align-floor W`, `--align-warmup share`, `--distortion latent|pixel` with
+//! `--perceptual-weight W --latent-anchor A` for pixel, `--rate-proxy noise|rounded`,
+//! `--table-lr-factor F` for the per-QP scale tables),
 //! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
 //! decoder's start step), then `export` writes the f16 `weights.safetensors` that inference loads.
 //! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on

@@ -99,7 +99,7 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 glib::ParamSpecBoolean::builder("adaptive-intra")
                     .nick("Adaptive intra")
-                    .blurb("Start a new GOP early (an I-frame instead of a P-frame) when this P-frame alone costs at least as many bytes as an I-frame plus the first P-frame after it: scene cuts, drifted references")
+                    .blurb("Start a new GOP early (an I-frame instead of a P-frame) when a P-frame costs more bytes than the GOP's first P-frame and an I-frame plus a first P-frame cost no more than two such P-frames: scene cuts, drifted references")
                     .default_value(DEFAULT_ADAPTIVE_INTRA)
                     .mutable_ready()
                     .build(),
