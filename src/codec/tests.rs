@@ -307,7 +307,7 @@ fn decoder_uses_the_tdir_agreement_of_the_frames_qp() {
     assert!(!shipped[2].equal(&none[2]), "τ = 0.5 and τ = 0 decode alike: τ is not used");
 }
 
-/// On hard motion (bikes at QP 2) every P-frame costs more than an I-frame without any
+/// On hard motion (bikes at QP 2) the first P-frames cost more than the I-frame without any
 /// drift; adaptive intra must keep such P-frames. A two-frame byte balance alone restarted
 /// there every few frames (13 I-frames in 32, for 0.9 dB less at more bits).
 #[test]
