@@ -83,11 +83,14 @@ fn main() -> Result<()> {
             ));
         }
         if baselines.contains("x264") {
+            let x264 = |rate_control: String| {
+                format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} {rate_control} ! video/x-h264,stream-format=byte-stream ! h264parse")
+            };
             for q in [50, 46, 42, 38, 34, 30] {
                 runs.push((
                     "x264".into(),
                     format!("quantizer={q}"),
-                    format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=quant quantizer={q} ! video/x-h264,stream-format=byte-stream ! h264parse"),
+                    x264(format!("pass=quant quantizer={q}")),
                     "h264parse ! avdec_h264".into(),
                 ));
             }
@@ -98,7 +101,7 @@ fn main() -> Result<()> {
             runs.push((
                 "x264-floor".into(),
                 "bitrate=1kbps".into(),
-                format!("video/x-raw,format=I420 ! x264enc speed-preset=medium key-int-max={intra_period} pass=cbr bitrate=1 qp-max=63 ! video/x-h264,stream-format=byte-stream ! h264parse"),
+                x264("pass=cbr bitrate=1 qp-max=63".into()),
                 "h264parse ! avdec_h264".into(),
             ));
         }

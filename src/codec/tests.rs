@@ -1,7 +1,7 @@
 //! Engine tests on tiny random networks (plumbing) and real clip frames.
 
 use super::bitstream::{self, FrameType};
-use super::session::{DecoderSession, EncoderParams, EncoderSession, MissingReference};
+use super::session::{DecoderSession, EncodedFrame, EncoderParams, EncoderSession, MissingReference};
 use crate::clips::{clip_dir, load_clip};
 use crate::model::gvc::GvcModel;
 use crate::model::ModelConfig;
@@ -121,16 +121,15 @@ fn shipped_model() -> Arc<GvcModel> {
     Arc::new(GvcModel::load(&dir, Device::Cpu).expect("the shipped model loads"))
 }
 
+/// Every frame of `frames` through one encoder session with `p`.
+fn encode_frames(model: &Arc<GvcModel>, frames: &Tensor, p: &EncoderParams) -> Vec<EncodedFrame> {
+    let mut enc = EncoderSession::new(model.clone(), p).unwrap();
+    (0..frames.size()[0]).map(|i| enc.encode(&frames.narrow(0, i, 1), false).unwrap()).collect()
+}
+
 fn encode_clip(model: &Arc<GvcModel>, frames: &Tensor, qp: u8) -> (Vec<Vec<u8>>, Vec<Tensor>) {
-    let n = frames.size()[0];
     let p = EncoderParams { qp, intra_period: 32, ..params(176, 144, 4, 2) };
-    let mut enc = EncoderSession::new(model.clone(), &p).unwrap();
-    (0..n)
-        .map(|i| {
-            let e = enc.encode(&frames.narrow(0, i, 1), false).unwrap();
-            (e.data, e.reconstruction)
-        })
-        .unzip()
+    encode_frames(model, frames, &p).into_iter().map(|e| (e.data, e.reconstruction)).unzip()
 }
 
 fn hash_frames(frames: &[Tensor]) -> u64 {
@@ -317,8 +316,7 @@ fn adaptive_intra_keeps_costly_p_frames_that_do_not_drift() {
     let (_, _, h, w) = frames.size4().unwrap();
     let encode = |adaptive_intra| {
         let p = EncoderParams { qp: 2, intra_period: 32, adaptive_intra, ..params(w as u32, h as u32, 0, 0) };
-        let mut enc = EncoderSession::new(model.clone(), &p).unwrap();
-        (0..5).map(|i| enc.encode(&frames.narrow(0, i, 1), false).unwrap().data).collect::<Vec<_>>()
+        encode_frames(&model, &frames, &p).into_iter().map(|e| e.data).collect::<Vec<_>>()
     };
     let (fixed, adaptive) = (encode(false), encode(true));
     let sizes: Vec<usize> = fixed.iter().map(Vec::len).collect();
@@ -338,8 +336,7 @@ fn adaptive_intra_restarts_the_gop_at_a_scene_cut() {
     for qp in 0..model.config.codec.num_qps as u8 {
         let encode = |adaptive_intra| {
             let p = EncoderParams { qp, intra_period: 32, adaptive_intra, ..params(176, 144, 0, 0) };
-            let mut enc = EncoderSession::new(model.clone(), &p).unwrap();
-            (0..5).map(|i| enc.encode(&frames.narrow(0, i, 1), false).unwrap()).collect::<Vec<_>>()
+            encode_frames(&model, &frames, &p)
         };
         let (fixed, adaptive) = (encode(false), encode(true));
         let types: Vec<FrameType> = adaptive.iter().map(|e| e.frame_type).collect();
@@ -349,7 +346,7 @@ fn adaptive_intra_restarts_the_gop_at_a_scene_cut() {
         for i in 0..3 {
             assert_eq!(fixed[i].data, adaptive[i].data, "qp {qp} frame {i}: before the cut");
         }
-        let bytes = |s: &[super::session::EncodedFrame]| s[3..].iter().map(|e| e.data.len()).sum::<usize>();
+        let bytes = |s: &[EncodedFrame]| s[3..].iter().map(|e| e.data.len()).sum::<usize>();
         assert!(
             bytes(&adaptive) < bytes(&fixed),
             "qp {qp}: restart {} vs P-frames {}",

@@ -70,9 +70,13 @@ pub enum Quantization {
 }
 
 impl Options {
-    /// The cascade length trained at `qp`.
+    /// The cascade length trained at `qp` (after `check_frames`: one length, or one per QP).
     pub fn frames_at(&self, qp: i64) -> i64 {
-        self.frames.get(qp as usize).or(self.frames.last()).copied().unwrap_or(3)
+        if self.frames.len() == 1 {
+            self.frames[0]
+        } else {
+            self.frames[qp as usize]
+        }
     }
 
     fn check_frames(&self, num_qps: i64) -> Result<()> {
