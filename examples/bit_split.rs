@@ -7,7 +7,7 @@
 //! the I- and P-frames.
 //!
 //! `cargo run --release --example bit_split -- [--clip carphone_pristine.mp4] [--qps 3,4]
-//! [--frames 32] [--intra-period 32] [--adaptive-intra true]` (`GVC_MODEL` selects the model)
+//! [--frames 32] [--intra-period 32] [--adaptive-intra true] [--intra-qp-offset K]` (default: the model's offset per QP) (`GVC_MODEL` selects the model)
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;
@@ -27,6 +27,7 @@ fn main() -> Result<()> {
     let intra_period: u32 = o.value("intra-period", 32)?;
     let qps: Vec<u8> = o.list("qps")?.unwrap_or(vec![3, 4]);
     let adaptive_intra: bool = o.value("adaptive-intra", true)?;
+    let intra_qp_offset: Option<u8> = o.optional("intra-qp-offset")?;
     o.finish()?;
     let model =
         Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::cuda_if_available())?);
@@ -44,6 +45,7 @@ fn main() -> Result<()> {
             diffusion_steps: 4,
             independent_steps: 4,
             adaptive_intra,
+            intra_qp_offset,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());

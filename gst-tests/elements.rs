@@ -119,6 +119,25 @@ fn adaptive_intra_restarts_are_sync_points() {
     assert_ne!(intra, fixed, "no early restart: the test no longer exercises adaptive intra");
 }
 
+/// `intra-qp-offset` codes I-frames at a better rate point; it may change while playing and
+/// takes effect at the next I-frame.
+#[test]
+fn intra_qp_offset_sets_the_rate_point_of_i_frames() {
+    init();
+    let mut h = encoder_harness_with(64, 48, 2, false);
+    let enc = h.element().unwrap();
+    enc.set_property("qp", 2u32);
+    enc.set_property("intra-qp-offset", 1i32);
+    push_frames(&mut h, 64, 48, 0..3);
+    enc.set_property("intra-qp-offset", 0i32);
+    push_frames(&mut h, 64, 48, 3..6);
+    h.push_event(gst::event::Eos::new());
+    let qps: Vec<u8> = std::iter::from_fn(|| h.try_pull())
+        .map(|b| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.qp_index)
+        .collect();
+    assert_eq!(qps, [1, 2, 1, 2, 2, 2]);
+}
+
 #[test]
 fn encoder_honours_force_key_unit() {
     init();
@@ -361,6 +380,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         diffusion_steps: 0,
         independent_steps: 0,
         adaptive_intra: true,
+        intra_qp_offset: None,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

@@ -6,7 +6,8 @@
 //! Every row decodes the same bits.
 //!
 //! `gvc-bench-diffusion [--clip carphone_pristine.mp4] [--frames 32] [--diffusion-steps 4]
-//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…] [--prompts wrong|all]`
+//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…] [--prompts wrong|all]
+//!  [--intra-qp-offset K (default: the model's per QP)]`
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
     let ds: u8 = o.value("diffusion-steps", 4)?;
     let start_steps: Vec<usize> = o.list("start-steps")?.unwrap_or_default();
     let qps: Option<Vec<u8>> = o.list("qps")?;
+    let intra_qp_offset: Option<u8> = o.optional("intra-qp-offset")?;
     let agreements: Vec<f64> = o.list("tdir-agreements")?.unwrap_or_default();
     let every_prompt = match o.string("prompts", "wrong").as_str() {
         "wrong" => false,
@@ -40,10 +42,19 @@ fn main() -> Result<()> {
     let lpips = LpipsMetric::new(Device::Cpu)?;
     let dists = DistsMetric::new(Device::Cpu)?;
     println!(
-        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, threads {}",
+        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, intra QP offset {}, threads {}",
         clip.width(),
         clip.height(),
         (0..model.config.codec.num_qps).map(|q| model.config.denoiser.start_step_for(q)).collect::<Vec<_>>(),
+        intra_qp_offset.map_or_else(
+            || format!(
+                "per QP {:?}",
+                (0..model.config.codec.num_qps as u8)
+                    .map(|q| model.config.codec.intra_qp_offset_for(q))
+                    .collect::<Vec<_>>()
+            ),
+            |k| k.to_string()
+        ),
         tch::get_num_threads()
     );
     println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | of which sampling | network steps / P-frame |");
@@ -65,6 +76,7 @@ fn main() -> Result<()> {
             diffusion_steps: ds,
             independent_steps: ds,
             adaptive_intra: true,
+            intra_qp_offset,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let stream: Vec<Vec<u8>> =

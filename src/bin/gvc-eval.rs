@@ -5,7 +5,8 @@
 //! (`plots/*.png`, drawn by `scripts/plot_results.py`) to the output folder.
 //!
 //! `gvc-eval [--frames 32] [--out out/eval] [--model gvc-small] [--clips a,b,…]
-//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]`
+//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]
+//!  [--gvcenc "property=value …"]` (`--gvcenc`: more gvcenc properties, e.g. `intra-qp-offset=1`)
 
 use anyhow::{Context, Result};
 use gstgvc::cli::KeyValues;
@@ -46,6 +47,7 @@ fn main() -> Result<()> {
     let ds = o.string("diffusion-steps", "-1");
     let d = o.string("independent-steps", "-1");
     let baselines = o.string("baselines", "x264,x265");
+    let gvcenc_extra = o.string("gvcenc", "");
     let wanted: Option<Vec<String>> = o.list("clips")?;
     let fvd_on = match o.string("fvd", "on").as_str() {
         "on" => true,
@@ -78,7 +80,7 @@ fn main() -> Result<()> {
             runs.push((
                 "gvc".into(),
                 format!("qp={qp}"),
-                format!("gvcenc model={} qp={qp} intra-period={intra_period}", model_dir.display()),
+                format!("gvcenc model={} qp={qp} intra-period={intra_period} {gvcenc_extra}", model_dir.display()),
                 format!("gvcparse ! gvcdec model={} diffusion-steps={ds} independent-steps={d}", model_dir.display()),
             ));
         }
@@ -157,7 +159,7 @@ fn main() -> Result<()> {
             std::fs::remove_file(&file).ok();
         }
     }
-    write_outputs(&out_dir, &rows, frames)?;
+    write_outputs(&out_dir, &rows, frames, &gvcenc_extra)?;
     plot(&out_dir)?;
     Ok(())
 }
@@ -225,11 +227,12 @@ fn plot(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn write_outputs(dir: &std::path::Path, rows: &[Row], frames: usize) -> Result<()> {
+fn write_outputs(dir: &std::path::Path, rows: &[Row], frames: usize, gvcenc_extra: &str) -> Result<()> {
     let mut csv =
         String::from("clip,codec,setting,bpp,psnr_rgb,ms_ssim,lpips_alex,dists,fvd,tlp,encode_fps,decode_fps\n");
     let mut md = format!(
-        "First {frames} frames per clip, intra period 32; bpp from file bytes.\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | DISTS | FVD | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "First {frames} frames per clip, intra period 32; bpp from file bytes.{}\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | DISTS | FVD | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        if gvcenc_extra.is_empty() { String::new() } else { format!(" gvcenc {gvcenc_extra}.") }
     );
     for r in rows {
         writeln!(

@@ -220,6 +220,11 @@ pub struct EncoderParams {
     /// over two frames: scene cuts, and P-frame chains whose reference drifted so far that
     /// every frame costs more than restarting.
     pub adaptive_intra: bool,
+    /// I-frames are coded this many rate points better than `qp` (clamped at QP 0): every
+    /// P-frame of the GOP predicts from the I-frame, so its quality carries through the GOP
+    /// (x264's ipratio plays the same role). None: the model's choice for the QP
+    /// ([`CodecConfig::intra_qp_offset_for`](crate::model::CodecConfig::intra_qp_offset_for)).
+    pub intra_qp_offset: Option<u8>,
 }
 
 pub struct EncodedFrame {
@@ -250,6 +255,7 @@ pub struct EncoderSession {
     since_intra: u32,
     reference: Option<Reference>,
     adaptive_intra: bool,
+    intra_qp_offset: Option<u8>,
     /// Bytes of the last first P-frame after an I-frame: what a restart costs on top of the
     /// I-frame.
     first_p_bytes: Option<usize>,
@@ -292,6 +298,7 @@ impl EncoderSession {
             since_intra: 0,
             reference: None,
             adaptive_intra: params.adaptive_intra,
+            intra_qp_offset: params.intra_qp_offset,
             first_p_bytes: None,
         })
     }
@@ -313,6 +320,14 @@ impl EncoderSession {
         }
         self.qp = qp;
         Ok(())
+    }
+
+    /// Takes effect at the next I-frame; None: the model's choice.
+    pub fn set_intra_qp_offset(&mut self, offset: Option<u8>) {
+        if offset != self.intra_qp_offset {
+            self.first_p_bytes = None;
+        }
+        self.intra_qp_offset = offset;
     }
 
     /// Encodes one frame (1,3,H,W) in [0,1] at the display size.
@@ -369,7 +384,13 @@ impl EncoderSession {
     /// changing the session, so the encoder can weigh both.
     fn code_frame(&self, x: &Tensor, y: &Tensor, intra: bool) -> Result<Candidate> {
         let m = &*self.model;
-        let qp = self.qp as i64;
+        let qp_index = if intra {
+            let offset = self.intra_qp_offset.unwrap_or_else(|| m.config.codec.intra_qp_offset_for(self.qp));
+            self.qp.saturating_sub(offset)
+        } else {
+            self.qp
+        };
+        let qp = qp_index as i64;
         let code_hw = (self.header.coded_height as i64 / 16, self.header.coded_width as i64 / 16);
         let fc = FrameCodec { model: m, gc: &self.gc };
         let mut enc = RansEncoder::new();
@@ -394,7 +415,7 @@ impl EncoderSession {
         let packet = FramePacket {
             frame_type,
             frame_number: self.frame_number,
-            qp_index: self.qp,
+            qp_index,
             noise_seed: noise_seed_for(self.frame_number),
             substreams: vec![enc.finish()],
         };

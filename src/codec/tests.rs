@@ -27,6 +27,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         diffusion_steps: ds,
         independent_steps: d,
         adaptive_intra: false,
+        intra_qp_offset: Some(0),
     }
 }
 
@@ -112,6 +113,27 @@ fn long_gop_with_exploding_values_stays_in_sync() {
         // NaN != NaN: compare with NaNs mapped to a number on both sides.
         let clean = |t: &Tensor| t.nan_to_num(0.0, None, None);
         assert!(clean(&d.picture).equal(&clean(&e.reconstruction)), "frame {i}");
+    }
+}
+
+#[test]
+fn i_frames_take_the_intra_qp_offset_and_the_decoder_follows() {
+    let mut cfg = tiny_config();
+    cfg.codec.intra_qp_offset_per_qp = vec![0, 0, 2, 1];
+    let model = Arc::new(GvcModel::random(cfg, 7, Device::Cpu));
+    let frames = real_frames(5);
+    let qp_of = |e: &EncodedFrame| bitstream::parse_access_unit(&e.data).unwrap().frame.qp_index;
+    // Offset 5 from QP 2 clamps at QP 0; None takes the model's 2 for QP 2.
+    for (offset, intra_qp) in [(Some(0), 2), (Some(1), 1), (Some(5), 0), (None, 0)] {
+        let p = EncoderParams { qp: 2, intra_period: 3, intra_qp_offset: offset, ..params(176, 144, 0, 0) };
+        let coded = encode_frames(&model, &frames, &p);
+        let mut dec = DecoderSession::new(model.clone());
+        for (i, e) in coded.iter().enumerate() {
+            let expected = if i % 3 == 0 { (FrameType::Intra, intra_qp) } else { (FrameType::Inter, 2) };
+            assert_eq!((e.frame_type, qp_of(e)), expected, "offset {offset:?}, frame {i}");
+            let d = dec.decode(&e.data).unwrap();
+            assert!(d.picture.equal(&e.reconstruction), "offset {offset:?}, frame {i}: decoder differs from encoder");
+        }
     }
 }
 

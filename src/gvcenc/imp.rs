@@ -20,6 +20,12 @@ const DEFAULT_INTRA_PERIOD: u32 = 32;
 const DEFAULT_DIFFUSION_STEPS: u32 = 4;
 const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
 const DEFAULT_ADAPTIVE_INTRA: bool = true;
+const DEFAULT_INTRA_QP_OFFSET: i32 = -1;
+
+/// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
+fn intra_qp_offset(property: i32) -> Option<u8> {
+    u8::try_from(property).ok()
+}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -28,6 +34,8 @@ struct Settings {
     diffusion_steps: u32,
     independent_steps: u32,
     adaptive_intra: bool,
+    /// -1: the model's choice per QP.
+    intra_qp_offset: i32,
     model: String,
     device: String,
 }
@@ -40,6 +48,7 @@ impl Default for Settings {
             diffusion_steps: DEFAULT_DIFFUSION_STEPS,
             independent_steps: DEFAULT_INDEPENDENT_STEPS,
             adaptive_intra: DEFAULT_ADAPTIVE_INTRA,
+            intra_qp_offset: DEFAULT_INTRA_QP_OFFSET,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
         }
@@ -103,6 +112,14 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_ADAPTIVE_INTRA)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecInt::builder("intra-qp-offset")
+                    .nick("Intra QP offset")
+                    .blurb("Code I-frames this many rate points better than qp (down to QP 0): the P-frames of a GOP predict from its I-frame, so its quality carries through the GOP; -1 = the model's choice for the qp")
+                    .minimum(-1)
+                    .maximum(15)
+                    .default_value(DEFAULT_INTRA_QP_OFFSET)
+                    .mutable_playing()
+                    .build(),
                 model_pspec(),
                 device_pspec(),
             ]
@@ -125,6 +142,12 @@ impl ObjectImpl for GvcEnc {
             "diffusion-steps" => s.diffusion_steps = value.get().unwrap(),
             "independent-steps" => s.independent_steps = value.get().unwrap(),
             "adaptive-intra" => s.adaptive_intra = value.get().unwrap(),
+            "intra-qp-offset" => {
+                s.intra_qp_offset = value.get().unwrap();
+                if let Some(state) = self.state.lock().as_mut() {
+                    state.session.set_intra_qp_offset(intra_qp_offset(s.intra_qp_offset));
+                }
+            }
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             _ => unreachable!(),
@@ -139,6 +162,7 @@ impl ObjectImpl for GvcEnc {
             "diffusion-steps" => s.diffusion_steps.to_value(),
             "independent-steps" => s.independent_steps.to_value(),
             "adaptive-intra" => s.adaptive_intra.to_value(),
+            "intra-qp-offset" => s.intra_qp_offset.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             _ => unreachable!(),
@@ -207,6 +231,7 @@ impl VideoEncoderImpl for GvcEnc {
             diffusion_steps: s.diffusion_steps as u8,
             independent_steps: s.independent_steps as u8,
             adaptive_intra: s.adaptive_intra,
+            intra_qp_offset: intra_qp_offset(s.intra_qp_offset),
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);

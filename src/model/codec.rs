@@ -26,6 +26,19 @@ pub struct CodecConfig {
     pub num_qps: i64,
     /// Rate–distortion trade-off λ of each QP used in training.
     pub lambdas: Vec<f64>,
+    /// The encoder's default per QP: I-frames are coded this many rate points better than
+    /// the GOP's P-frames (their quality carries through the GOP; where the I-frame is already
+    /// at the autoencoder's cap it only costs bits). Chosen with `gvc-eval --gvcenc
+    /// intra-qp-offset=K`. Empty: 0 everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intra_qp_offset_per_qp: Vec<u8>,
+}
+
+impl CodecConfig {
+    /// The encoder's default intra QP offset at rate point `qp`.
+    pub fn intra_qp_offset_for(&self, qp: u8) -> u8 {
+        self.intra_qp_offset_per_qp.get(qp as usize).copied().unwrap_or(0)
+    }
 }
 
 /// Per-QP, per-channel quantization scales as in DCVC-DC: the encoder multiplies its

@@ -59,6 +59,7 @@ impl ModelConfig {
                 motion_code: 8,
                 num_qps: 4,
                 lambdas: vec![64.0, 16.0, 4.0, 1.0],
+                intra_qp_offset_per_qp: Vec::new(),
             },
             denoiser: DenoiserConfig {
                 channels: [8, 16],
