@@ -1,7 +1,9 @@
 //! Trains gvc's own networks on the CPU (or a GPU when libtorch sees one), stage by stage.
 //!
 //! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
-//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder`, `codec`
+//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder` (also
+//! `--perceptual alexnet|vgg16 --perceptual-weight W --perceptual-layers L`), `decoder` (the
+//! latent decoder alone on the frozen codec's ŷ, autoencoder's options and `--frames F`), `codec`
 //! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`,
 //! `--align-floor W`, `--align-warmup share`, `--distortion latent|pixel` with
 //! `--perceptual-weight W --latent-anchor A` for pixel, `--rate-proxy noise|rounded`,
@@ -20,10 +22,26 @@ use std::path::PathBuf;
 
 enum Stage {
     Autoencoder(autoencoder::Options),
+    /// The latent decoder alone, on the codec's ŷ; the cascade length.
+    Decoder(autoencoder::Options, i64),
     Codec(codec::Options),
     CodecCheck(codec::Options, usize),
     Diffusion(diffusion::Options),
     Export(PathBuf),
+}
+
+/// Options of the autoencoder and decoder stages.
+fn autoencoder_options(o: &KeyValues, stage: StageOptions) -> Result<autoencoder::Options> {
+    Ok(autoencoder::Options {
+        stage,
+        perceptual_weight: o.value("perceptual-weight", 0.5)?,
+        perceptual_backbone: match o.string("perceptual", "alexnet").as_str() {
+            "alexnet" => Backbone::AlexNet,
+            "vgg16" => Backbone::Vgg16,
+            other => bail!("unknown perceptual backbone {other}"),
+        },
+        perceptual_layers: o.value("perceptual-layers", 5)?,
+    })
 }
 
 fn codec_options(o: &KeyValues) -> Result<codec::Options> {
@@ -59,16 +77,10 @@ fn main() -> Result<()> {
     tch::set_num_interop_threads(1);
     let stage = match stage.as_str() {
         "export" => Stage::Export(StageOptions::model_dir(&o)),
-        "autoencoder" => Stage::Autoencoder(autoencoder::Options {
-            stage: StageOptions::from_cli(&o, 6000, 3e-4, 1)?,
-            perceptual_weight: o.value("perceptual-weight", 0.5)?,
-            perceptual_backbone: match o.string("perceptual", "alexnet").as_str() {
-                "alexnet" => Backbone::AlexNet,
-                "vgg16" => Backbone::Vgg16,
-                other => bail!("unknown perceptual backbone {other}"),
-            },
-            perceptual_layers: o.value("perceptual-layers", 5)?,
-        }),
+        "autoencoder" => Stage::Autoencoder(autoencoder_options(&o, StageOptions::from_cli(&o, 6000, 3e-4, 1)?)?),
+        "decoder" => {
+            Stage::Decoder(autoencoder_options(&o, StageOptions::from_cli(&o, 1000, 1e-4, 4)?)?, o.value("frames", 2)?)
+        }
         "codec" => Stage::Codec(codec_options(&o)?),
         "codec-check" => Stage::CodecCheck(codec_options(&o)?, o.value("batches", 3)?),
         "diffusion" => {
@@ -87,6 +99,7 @@ fn main() -> Result<()> {
     let data = TrainingClips::load()?;
     match stage {
         Stage::Autoencoder(opt) => autoencoder::train(&data, &opt),
+        Stage::Decoder(opt, frames) => autoencoder::train_decoder(&data, &opt, frames),
         Stage::Codec(opt) => codec::train(&data, &opt),
         Stage::CodecCheck(opt, batches) => codec::check(&data, &opt, batches),
         Stage::Diffusion(opt) => diffusion::train(&data, &opt),

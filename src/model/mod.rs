@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
-pub use autoencoder::{AutoencoderConfig, LatentAutoencoder};
+pub use autoencoder::{AutoencoderConfig, LatentAutoencoder, LatentDecoder, LatentEncoder};
 pub use codec::CodecConfig;
 pub use denoiser::DenoiserConfig;
 

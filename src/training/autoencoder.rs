@@ -1,14 +1,20 @@
 //! Stage 0: the latent autoencoder (E, D), trained with L1 + an LPIPS perceptual loss and
 //! then frozen for every later stage. The perceptual backbone is selectable: VGG16 (what
 //! DiffVC's losses use) costs ~6× AlexNet per step on this CPU, so AlexNet is the default.
+//!
+//! `train_decoder` fine-tunes D alone, later, on what it decodes in the product: the frozen
+//! codec's ŷ at every QP (I- and P-frames), beside E's latent with noise as in stage 0. E
+//! stays as it is, so the codec and the denoiser, which live in E's latent space, stay valid.
 
+use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
 use super::{psnr, restore_weights, Rng, StageOptions, StageRun, TrainingClips};
+use crate::model::gvc::GvcModel;
 use crate::model::lpips::{Backbone, Lpips};
-use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
-use anyhow::Result;
+use crate::model::{load_pretrained, LatentAutoencoder, LatentDecoder, LatentEncoder, ModelConfig};
+use anyhow::{ensure, Result};
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 pub struct Options {
     pub stage: StageOptions,
@@ -29,11 +35,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[ae] {} tensors restored, resuming at step {}", restored, run.step);
-    let file = match opt.perceptual_backbone {
-        Backbone::AlexNet => "lpips_alexnet.safetensors",
-        Backbone::Vgg16 => "lpips_vgg16.safetensors",
-    };
-    let (_, perceptual_net) = load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?;
+    let perceptual_net = perceptual_loss_net(opt, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
     let mut window = (0.0, 0.0, 0.0, 0usize);
@@ -74,18 +76,119 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         }
     }
     run.save(&vs)?;
-    evaluate(data, &ae, device)?;
+    evaluate(data, &ae.encoder, &ae.decoder, device)?;
+    Ok(())
+}
+
+fn perceptual_loss_net(opt: &Options, device: Device) -> Result<Lpips> {
+    let file = match opt.perceptual_backbone {
+        Backbone::AlexNet => "lpips_alexnet.safetensors",
+        Backbone::Vgg16 => "lpips_vgg16.safetensors",
+    };
+    Ok(load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?.1)
+}
+
+/// Fine-tunes the latent decoder D on the frozen codec's ŷ (a random QP per step, every
+/// frame of an I + P cascade of `frames`) and on E's latent with noise, with stage 0's loss.
+pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result<()> {
+    ensure!(frames >= 1, "--frames must be at least 1");
+    let device = Device::cuda_if_available();
+    let cfg = ModelConfig::load(&opt.stage.model_dir)?;
+    let mut run = StageRun::start(&opt.stage, "decoder")?;
+    tch::manual_seed(opt.stage.seed as i64);
+    let mut frozen = nn::VarStore::new(device);
+    let encoder = LatentEncoder::new(frozen.root() / "autoencoder" / "encoder", &cfg.autoencoder);
+    let codec = CodecNets::new(&frozen.root(), &cfg);
+    ensure!(
+        restore_weights(&mut frozen, run.weights())? == frozen.len(),
+        "train the autoencoder and codec stages first"
+    );
+    frozen.freeze();
+    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let mut vs = nn::VarStore::new(device);
+    let decoder = LatentDecoder::new(vs.root() / "autoencoder" / "decoder", &cfg.autoencoder);
+    ensure!(restore_weights(&mut vs, run.weights())? == vs.len(), "train the autoencoder stage first");
+    eprintln!("[decoder] resuming at step {}", run.step);
+    if run.step == 0 {
+        evaluate(data, &encoder, &decoder, device)?;
+    }
+    let perceptual_net = perceptual_loss_net(opt, device)?;
+    let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
+    let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
+    let nq = cfg.codec.num_qps as usize;
+    // Per QP: PSNR of D(ŷ) summed over logged steps, count; then E's path (all QPs).
+    let mut window = (vec![(0.0, 0usize); nq], 0.0, 0.0, 0usize);
+    let mut last_log = Instant::now();
+    while run.more() {
+        optim.set_lr(run.lr());
+        let qp = rng.below(nq as u64) as i64;
+        let seq = data.sample(&mut rng, opt.stage.batch, frames, opt.stage.crop)?.to_device(device);
+        let (ys, flows) = analyse_sequences(&encoder, &spynet, &seq);
+        let coded = tch::no_grad(|| code_sequence(&codec, &ys, &flows, qp, Quantization::Hard));
+        let mut latents: Vec<Tensor> = coded.iter().map(|c| c.y_hat.shallow_clone()).collect();
+        // Stage 0's objective too: the denoiser's output lies between ŷ and E's latent.
+        latents.push(&ys[0] + ys[0].randn_like() * 0.05);
+        let mut targets: Vec<Tensor> = (0..frames).map(|t| seq.select(1, t)).collect();
+        targets.push(seq.select(1, 0));
+        let (latents, x) = (Tensor::cat(&latents, 0), Tensor::cat(&targets, 0));
+        let xr = decoder.decode(&latents);
+        let l1 = (&xr - &x).abs().mean(Kind::Float);
+        let perceptual = perceptual_net.distance_layers(&xr, &x, opt.perceptual_layers).mean(Kind::Float);
+        let loss = &l1 + &perceptual * opt.perceptual_weight;
+        optim.backward_step_clip_norm(&loss, 1.0);
+        run.step += 1;
+        let coded_items = frames * opt.stage.batch as i64;
+        let xr = xr.detach().clamp(0.0, 1.0);
+        let w = &mut window.0[qp as usize];
+        w.0 += psnr(&xr.narrow(0, 0, coded_items), &x.narrow(0, 0, coded_items));
+        w.1 += 1;
+        let b = opt.stage.batch as i64;
+        window.1 += psnr(&xr.narrow(0, coded_items, b), &x.narrow(0, coded_items, b));
+        window.2 += perceptual.double_value(&[]);
+        window.3 += 1;
+        if run.step % 25 == 0 || run.step == opt.stage.steps {
+            let n = window.3 as f64;
+            let per_qp: Vec<String> = window
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.1 > 0)
+                .map(|(q, w)| format!("qp{q} {:.2}", w.0 / w.1 as f64))
+                .collect();
+            eprintln!(
+                "[decoder] step {}/{} PSNR of D(ŷ) {} dB | of D(E(x)+noise) {:.2} dB | lpips {:.4} | {:.2} s/step",
+                run.step,
+                opt.stage.steps,
+                per_qp.join(" "),
+                window.1 / n,
+                window.2 / n,
+                last_log.elapsed().as_secs_f64() / n
+            );
+            window = (vec![(0.0, 0); nq], 0.0, 0.0, 0);
+            last_log = Instant::now();
+        }
+        if run.step % 100 == 0 {
+            run.save(&vs)?;
+        }
+    }
+    run.save(&vs)?;
+    evaluate(data, &encoder, &decoder, device)?;
     Ok(())
 }
 
 /// PSNR and LPIPS (AlexNet) of E→D on held-out frames (frame 0 of every clip, 256 crops).
-pub fn evaluate(data: &TrainingClips, ae: &LatentAutoencoder, device: Device) -> Result<(f64, f64)> {
+pub fn evaluate(
+    data: &TrainingClips,
+    encoder: &LatentEncoder,
+    decoder: &LatentDecoder,
+    device: Device,
+) -> Result<(f64, f64)> {
     let (_, alex) = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?;
     let (mut sp, mut sl, mut n) = (0.0, 0.0, 0.0);
     for index in [0, 40] {
         for (name, x) in data.held_out(index, 256) {
             let x = x.to_device(device);
-            let xr = tch::no_grad(|| ae.decoder.decode(&ae.encoder.encode(&x)).clamp(0.0, 1.0));
+            let xr = tch::no_grad(|| decoder.decode(&encoder.encode(&x)).clamp(0.0, 1.0));
             let (p, l) = (psnr(&xr, &x), tch::no_grad(|| alex.distance(&xr, &x)).double_value(&[0]));
             eprintln!("[ae-eval] {name} frame {index}: PSNR {p:.2} dB, LPIPS {l:.4}");
             sp += p;
@@ -95,4 +198,36 @@ pub fn evaluate(data: &TrainingClips, ae: &LatentAutoencoder, device: Device) ->
     }
     eprintln!("[ae-eval] mean over {n} held-out crops: PSNR {:.2} dB, LPIPS {:.4}", sp / n, sl / n);
     Ok((sp / n, sl / n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clips::{clip_dir, load_clip};
+    use crate::training::checkpoint_file;
+    use std::collections::HashMap;
+
+    /// The decoder stage moves D and nothing else: E, the codec and the denoiser, which live
+    /// in E's latent space, stay valid.
+    #[test]
+    fn decoder_stage_trains_the_latent_decoder_alone() {
+        let dir = std::env::temp_dir().join(format!("gvc-decoder-stage-{}", std::process::id()));
+        GvcModel::random(ModelConfig::tiny_for_tests(), 5, Device::Cpu).save(&dir).unwrap();
+        let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
+        let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
+        let stage =
+            StageOptions { model_dir: dir.clone(), steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+        let opt =
+            Options { stage, perceptual_weight: 0.5, perceptual_backbone: Backbone::AlexNet, perceptual_layers: 5 };
+        train_decoder(&data, &opt, 2).unwrap();
+        let shipped: HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
+        let trained = Tensor::read_safetensors(checkpoint_file(&dir)).unwrap();
+        let is_decoder = |k: &str| k.starts_with("autoencoder.decoder.");
+        assert!(trained.iter().all(|(k, _)| is_decoder(k)), "only the decoder is written");
+        assert_eq!(trained.len(), shipped.keys().filter(|k| is_decoder(k)).count());
+        let moved = trained.iter().filter(|(k, v)| !v.equal(&shipped[k].to_kind(v.kind()))).count();
+        assert!(moved > 0, "the decoder did not train");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

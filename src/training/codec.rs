@@ -13,7 +13,7 @@ use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::spynet::SpyNet;
-use crate::model::{load_pretrained, LatentAutoencoder, ModelConfig};
+use crate::model::{load_pretrained, LatentAutoencoder, LatentEncoder, ModelConfig};
 use anyhow::Result;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
@@ -194,10 +194,10 @@ pub fn code_sequence(
 }
 
 /// Latents and latent-grid flows of a batch of sequences (B, L, 3, H, W).
-pub fn analyse_sequences(ae: &LatentAutoencoder, spynet: &SpyNet, seq: &Tensor) -> (Vec<Tensor>, Vec<Tensor>) {
+pub fn analyse_sequences(encoder: &LatentEncoder, spynet: &SpyNet, seq: &Tensor) -> (Vec<Tensor>, Vec<Tensor>) {
     tch::no_grad(|| {
         let len = seq.size()[1];
-        let ys = (0..len).map(|t| ae.encoder.encode(&seq.select(1, t))).collect();
+        let ys = (0..len).map(|t| encoder.encode(&seq.select(1, t))).collect();
         let flows = (1..len).map(|t| spynet.latent_flow(&seq.select(1, t), &seq.select(1, t - 1))).collect();
         (ys, flows)
     })
@@ -250,7 +250,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let frames = opt.frames_at(qp);
         let seq = data.sample(&mut rng, opt.stage.batch, frames, opt.stage.crop)?.to_device(device);
         let pixels = (opt.stage.batch as i64 * opt.stage.crop * opt.stage.crop) as f64;
-        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let (ys, flows) = analyse_sequences(&ae.encoder, &spynet, &seq);
         let coded = code_sequence(&nets, &ys, &flows, qp, opt.rate_proxy);
         // Motion warm-up (Table 2, "motion D"): the decoded flow must align the previous
         // latent; it fades over the first `align_warmup` of training down to `align_floor`.
@@ -355,7 +355,7 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
     for b in 0..batches {
         // Every QP codes a prefix of one batch of the longest cascade.
         let seq = data.sample(&mut rng, opt.stage.batch, longest, opt.stage.crop)?.to_device(device);
-        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let (ys, flows) = analyse_sequences(&ae.encoder, &spynet, &seq);
         let y_var = ys[0].square().mean(Kind::Float).double_value(&[]);
         // The autoencoder's own ceiling on these crops: D(y) with no coding at all.
         let ceiling = tch::no_grad(|| super::psnr(&ae.decoder.decode(&ys[0]).clamp(0.0, 1.0), &seq.select(1, 0)));

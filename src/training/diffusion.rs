@@ -74,7 +74,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let seq = data.sample(&mut rng, opt.batch, 2, opt.crop)?.to_device(device);
-        let (ys, flows) = analyse_sequences(&ae, &spynet, &seq);
+        let (ys, flows) = analyse_sequences(&ae.encoder, &spynet, &seq);
         let coded = tch::no_grad(|| code_sequence(&codec, &ys, &flows, qp, Quantization::Hard));
         let c0_i = coded[1].c0.as_ref().unwrap().zeros_like();
         let y = Tensor::cat(&[&ys[0], &ys[1]], 0) * scale;
