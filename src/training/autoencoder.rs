@@ -6,9 +6,8 @@
 //! codec's ŷ at every QP (I- and P-frames), beside E's latent with noise as in stage 0. E
 //! stays as it is, so the codec and the denoiser, which live in E's latent space, stay valid.
 
-use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
+use super::codec::FrozenCodec;
 use super::{psnr, restore_weights, Rng, StageOptions, StageRun, TrainingClips};
-use crate::model::gvc::GvcModel;
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::{load_pretrained, LatentAutoencoder, LatentDecoder, LatentEncoder, ModelConfig};
 use anyhow::{ensure, Result};
@@ -96,21 +95,13 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
     let cfg = ModelConfig::load(&opt.stage.model_dir)?;
     let mut run = StageRun::start(&opt.stage, "decoder")?;
     tch::manual_seed(opt.stage.seed as i64);
-    let mut frozen = nn::VarStore::new(device);
-    let encoder = LatentEncoder::new(frozen.root() / "autoencoder" / "encoder", &cfg.autoencoder);
-    let codec = CodecNets::new(&frozen.root(), &cfg);
-    ensure!(
-        restore_weights(&mut frozen, run.weights())? == frozen.len(),
-        "train the autoencoder and codec stages first"
-    );
-    frozen.freeze();
-    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let frozen = FrozenCodec::load(&cfg, run.weights(), device)?;
     let mut vs = nn::VarStore::new(device);
     let decoder = LatentDecoder::new(vs.root() / "autoencoder" / "decoder", &cfg.autoencoder);
     ensure!(restore_weights(&mut vs, run.weights())? == vs.len(), "train the autoencoder stage first");
     eprintln!("[decoder] resuming at step {}", run.step);
     if run.step == 0 {
-        evaluate(data, &encoder, &decoder, device)?;
+        evaluate(data, &frozen.autoencoder.encoder, &decoder, device)?;
     }
     let perceptual_net = perceptual_loss_net(opt, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
@@ -123,8 +114,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
         optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let seq = data.sample(&mut rng, opt.stage.batch, frames, opt.stage.crop)?.to_device(device);
-        let (ys, flows) = analyse_sequences(&encoder, &spynet, &seq);
-        let coded = tch::no_grad(|| code_sequence(&codec, &ys, &flows, qp, Quantization::Hard));
+        let (ys, coded) = frozen.code(&seq, qp);
         let mut latents: Vec<Tensor> = coded.iter().map(|c| c.y_hat.shallow_clone()).collect();
         // Stage 0's objective too: the denoiser's output lies between ŷ and E's latent.
         latents.push(&ys[0] + ys[0].randn_like() * 0.05);
@@ -172,7 +162,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
         }
     }
     run.save(&vs)?;
-    evaluate(data, &encoder, &decoder, device)?;
+    evaluate(data, &frozen.autoencoder.encoder, &decoder, device)?;
     Ok(())
 }
 
@@ -204,6 +194,7 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::clips::{clip_dir, load_clip};
+    use crate::model::gvc::GvcModel;
     use crate::training::checkpoint_file;
     use std::collections::HashMap;
 

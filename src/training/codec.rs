@@ -194,6 +194,38 @@ pub fn code_sequence(
 }
 
 /// Latents and latent-grid flows of a batch of sequences (B, L, 3, H, W).
+/// What the later stages train against, frozen: the autoencoder, the codec and SpyNet.
+pub struct FrozenCodec {
+    _vs: nn::VarStore,
+    _spynet_vs: nn::VarStore,
+    /// E and D: D is unused here, but building both keeps the random-number draws of the
+    /// diffusion stage's recipe as they were.
+    pub autoencoder: LatentAutoencoder,
+    pub codec: CodecNets,
+    spynet: SpyNet,
+}
+
+impl FrozenCodec {
+    /// Restores the autoencoder and the codec from `weights` (the stage's checkpoint, else the export).
+    pub fn load(cfg: &ModelConfig, weights: &std::path::Path, device: Device) -> Result<Self> {
+        let mut vs = nn::VarStore::new(device);
+        let autoencoder = LatentAutoencoder::new(vs.root() / "autoencoder", &cfg.autoencoder);
+        let codec = CodecNets::new(&vs.root(), cfg);
+        anyhow::ensure!(restore_weights(&mut vs, weights)? == vs.len(), "train the autoencoder and codec stages first");
+        vs.freeze();
+        let (spynet_vs, spynet) = GvcModel::load_spynet(device)?;
+        Ok(Self { _vs: vs, _spynet_vs: spynet_vs, autoencoder, codec, spynet })
+    }
+
+    /// E's latents of every frame of `seq` (batch, time, 3, H, W) and the frames as the
+    /// codec decodes them at `qp` (an I-frame, then P-frames), with hard rounding.
+    pub fn code(&self, seq: &Tensor, qp: i64) -> (Vec<Tensor>, Vec<CodedFrame>) {
+        let (ys, flows) = analyse_sequences(&self.autoencoder.encoder, &self.spynet, seq);
+        let coded = tch::no_grad(|| code_sequence(&self.codec, &ys, &flows, qp, Quantization::Hard));
+        (ys, coded)
+    }
+}
+
 pub fn analyse_sequences(encoder: &LatentEncoder, spynet: &SpyNet, seq: &Tensor) -> (Vec<Tensor>, Vec<Tensor>) {
     tch::no_grad(|| {
         let len = seq.size()[1];

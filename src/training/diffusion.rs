@@ -10,13 +10,12 @@
 //! quantization error, so it only removes the added noise around ŷ, whatever the QP prompt
 //! says; the matched items make it undo the QP's coding error.
 
-use super::codec::{analyse_sequences, code_sequence, CodecNets, Quantization};
+use super::codec::FrozenCodec;
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::diffusion::NoiseSchedule;
 use crate::model::denoiser::Denoiser;
-use crate::model::gvc::GvcModel;
-use crate::model::{LatentAutoencoder, ModelConfig};
-use anyhow::{ensure, Result};
+use crate::model::ModelConfig;
+use anyhow::Result;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
@@ -34,15 +33,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     let mut run = StageRun::start(opt, "diffusion")?;
     tch::manual_seed(opt.seed as i64);
 
-    let mut frozen = nn::VarStore::new(device);
-    let ae = LatentAutoencoder::new(frozen.root() / "autoencoder", &cfg.autoencoder);
-    let codec = CodecNets::new(&frozen.root(), &cfg);
-    ensure!(
-        restore_weights(&mut frozen, run.weights())? == frozen.len(),
-        "train the autoencoder and codec stages first"
-    );
-    frozen.freeze();
-    let (_spy_vs, spynet) = GvcModel::load_spynet(device)?;
+    let frozen = FrozenCodec::load(&cfg, run.weights(), device)?;
     let mut rng = Rng::new(opt.seed);
 
     let mut vs = nn::VarStore::new(device);
@@ -54,7 +45,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     if restored == 0 {
         // Bring the latent to unit variance for the noise schedule (SD's 0.18215 analogue).
         let x = data.sample(&mut rng, 32, 1, opt.crop)?.squeeze_dim(1).to_device(device);
-        let y = tch::no_grad(|| ae.encoder.encode(&x));
+        let y = tch::no_grad(|| frozen.autoencoder.encoder.encode(&x));
         cfg.denoiser.latent_scale = 1.0 / y.std(true).double_value(&[]);
         cfg.save(&opt.model_dir)?;
         eprintln!("[diffusion] latent scale {:.4}", cfg.denoiser.latent_scale);
@@ -74,15 +65,14 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         optim.set_lr(run.lr());
         let qp = rng.below(nq as u64) as i64;
         let seq = data.sample(&mut rng, opt.batch, 2, opt.crop)?.to_device(device);
-        let (ys, flows) = analyse_sequences(&ae.encoder, &spynet, &seq);
-        let coded = tch::no_grad(|| code_sequence(&codec, &ys, &flows, qp, Quantization::Hard));
+        let (ys, coded) = frozen.code(&seq, qp);
         let c0_i = coded[1].c0.as_ref().unwrap().zeros_like();
         let y = Tensor::cat(&[&ys[0], &ys[1]], 0) * scale;
         let y_hat = Tensor::cat(&[&coded[0].y_hat, &coded[1].y_hat], 0) * scale;
         let c0 = Tensor::cat(&[&c0_i, coded[1].c0.as_ref().unwrap()], 0);
         let n = y.size()[0];
-        let ratio_i = codec.intra.scales.prompt(qp);
-        let ratio_p = codec.contextual.scales.prompt(qp);
+        let ratio_i = frozen.codec.intra.scales.prompt(qp);
+        let ratio_p = frozen.codec.contextual.scales.prompt(qp);
         let ratio = Tensor::cat(
             &[
                 Tensor::full([n / 2], ratio_i, (Kind::Float, device)),
