@@ -22,6 +22,7 @@ pub mod typefind;
 pub mod video;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    model::reproducible_math();
     gvcenc::register(plugin)?;
     gvcdec::register(plugin)?;
     gvcparse::register(plugin)?;

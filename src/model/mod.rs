@@ -17,6 +17,22 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
+/// Asks MKL for results independent of the thread count (conditional numerical
+/// reproducibility), unless the environment already chose: on an AVX-512 host its GEMM gave an
+/// I-frame's ŷ that differed by 7e-7 between 1 and 2 intra-op threads, so encoder and decoder
+/// on other thread counts disagreed in the last float bit (bytes were still identical). MKL
+/// reads the setting once, at its first call, so this runs before any network does
+/// (`plugin_init`, `GvcModel::load`/`random`; `.cargo/config.toml` sets it for test binaries,
+/// where another test may call MKL first).
+pub fn reproducible_math() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("MKL_CBWR").is_none() {
+            std::env::set_var("MKL_CBWR", "AUTO,STRICT");
+        }
+    });
+}
+
 pub use autoencoder::{AutoencoderConfig, LatentAutoencoder, LatentDecoder, LatentEncoder};
 pub use codec::CodecConfig;
 pub use denoiser::DenoiserConfig;
