@@ -7,7 +7,8 @@
 //! the I- and P-frames.
 //!
 //! `cargo run --release --example bit_split -- [--clip carphone_pristine.mp4] [--qps 3,4]
-//! [--frames 32] [--intra-period 32] [--adaptive-intra true] [--intra-qp-offset K]` (default: the model's offset per QP) (`GVC_MODEL` selects the model)
+//! [--frames 32] [--intra-period 32] [--adaptive-intra true] [--intra-qp-offset K]`
+//! (`--intra-qp-offset` defaults to the model's offset per QP; `GVC_MODEL` selects the model)
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;

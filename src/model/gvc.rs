@@ -29,6 +29,7 @@ unsafe impl Sync for GvcModel {}
 
 impl GvcModel {
     fn build(config: ModelConfig, id: u64, device: Device) -> Self {
+        super::reproducible_math();
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let latent = config.autoencoder.latent_channels;
@@ -42,7 +43,6 @@ impl GvcModel {
 
     /// Loads a model folder. Every network must be present in the weights file.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
-        super::reproducible_math();
         let config = ModelConfig::load(dir)?;
         let weights = dir.join("weights.safetensors");
         let id = model_id(&weights, &config)?;
@@ -56,7 +56,6 @@ impl GvcModel {
 
     /// Randomly initialised networks (seeded): for plumbing tests only.
     pub fn random(config: ModelConfig, seed: u64, device: Device) -> Self {
-        super::reproducible_math();
         tch::manual_seed(seed as i64);
         let mut model = Self::build(config, 0xFFFF_0000_0000_0000 | seed, device);
         model.vs.freeze();

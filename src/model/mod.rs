@@ -22,7 +22,7 @@ use tch::{nn, Device};
 /// I-frame's ŷ that differed by 7e-7 between 1 and 2 intra-op threads, so encoder and decoder
 /// on other thread counts disagreed in the last float bit (bytes were still identical). MKL
 /// reads the setting once, at its first call, so this runs before any network does
-/// (`plugin_init`, `GvcModel::load`/`random`; `.cargo/config.toml` sets it for test binaries,
+/// (`plugin_init`, every `GvcModel` construction; `.cargo/config.toml` sets it for test binaries,
 /// where another test may call MKL first).
 pub fn reproducible_math() {
     static ONCE: std::sync::Once = std::sync::Once::new();
