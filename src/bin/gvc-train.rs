@@ -9,7 +9,9 @@
 //! `--perceptual-weight W --latent-anchor A` for pixel, `--rate-proxy noise|rounded`,
 //! `--table-lr-factor F` for the per-QP scale tables),
 //! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
-//! decoder's start step), then `export` writes the f16 `weights.safetensors` that inference loads.
+//! decoder's start step; `--sampled-perceptual W [--lpips-weight L] [--perceptual alexnet|vgg16]
+//! [--sample-steps DS]`: W · (L1 + L · LPIPS) on D of the decoder's own sampled output), then
+//! `export` writes the f16 `weights.safetensors` that inference loads.
 //! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
 //! training crops without training.
 //! Training resumes from the weights and step counter in the model folder.
@@ -30,16 +32,21 @@ enum Stage {
     Export(PathBuf),
 }
 
+/// `--perceptual alexnet|vgg16`.
+fn backbone(o: &KeyValues) -> Result<Backbone> {
+    Ok(match o.string("perceptual", "alexnet").as_str() {
+        "alexnet" => Backbone::AlexNet,
+        "vgg16" => Backbone::Vgg16,
+        other => bail!("unknown perceptual backbone {other}"),
+    })
+}
+
 /// Options of the autoencoder and decoder stages.
 fn autoencoder_options(o: &KeyValues, stage: StageOptions) -> Result<autoencoder::Options> {
     Ok(autoencoder::Options {
         stage,
         perceptual_weight: o.value("perceptual-weight", 0.5)?,
-        perceptual_backbone: match o.string("perceptual", "alexnet").as_str() {
-            "alexnet" => Backbone::AlexNet,
-            "vgg16" => Backbone::Vgg16,
-            other => bail!("unknown perceptual backbone {other}"),
-        },
+        perceptual_backbone: backbone(o)?,
         perceptual_layers: o.value("perceptual-layers", 5)?,
     })
 }
@@ -88,7 +95,17 @@ fn main() -> Result<()> {
             if !(0.0..=1.0).contains(&start_share) {
                 bail!("--start-share {start_share}: expected a share between 0 and 1");
             }
-            Stage::Diffusion(diffusion::Options { stage: StageOptions::from_cli(&o, 3000, 2e-4, 3)?, start_share })
+            let perceptual = match o.value::<f64>("sampled-perceptual", 0.0)? {
+                w if w > 0.0 => Some(diffusion::SampledPerceptual {
+                    weight: w,
+                    lpips_weight: o.value("lpips-weight", 0.5)?,
+                    backbone: backbone(&o)?,
+                    steps: o.value("sample-steps", 4)?,
+                }),
+                _ => None,
+            };
+            let stage = StageOptions::from_cli(&o, 3000, 2e-4, 3)?;
+            Stage::Diffusion(diffusion::Options { stage, start_share, perceptual })
         }
         other => bail!("unknown stage {other}"),
     };

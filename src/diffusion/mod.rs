@@ -68,6 +68,21 @@ impl NoiseSchedule {
     }
 }
 
+/// One network step: the clean latent ÿ the denoiser predicts from z^t (eq. 3); `ratio`
+/// is the QP prompt per item.
+pub fn predict_clean_latent(
+    denoiser: &Denoiser,
+    schedule: &NoiseSchedule,
+    z: &Tensor,
+    t: usize,
+    y_hat: &Tensor,
+    c0: &Tensor,
+    ratio: &Tensor,
+) -> Tensor {
+    let tt = Tensor::full([z.size()[0]], t as i64, (Kind::Int64, z.device()));
+    schedule.predict_clean(z, &denoiser.forward(z, &tt, y_hat, c0, ratio), t)
+}
+
 /// Standard normal noise from a seeded xorshift + Box–Muller, independent of libtorch's RNG.
 pub fn seeded_noise(seed: u64, shape: &[i64], device: Device) -> Tensor {
     let n: i64 = shape.iter().product();
@@ -220,9 +235,7 @@ pub fn sample(
             reuse.carry(&previous[i], y_hat)
         } else {
             stats.network_steps += 1;
-            let tt = Tensor::full([n], t as i64, (Kind::Int64, device));
-            let eps = tch::no_grad(|| denoiser.forward(&z, &tt, y_hat, c0, &ratio_t));
-            schedule.predict_clean(&z, &eps, t)
+            tch::no_grad(|| predict_clean_latent(denoiser, schedule, &z, t, y_hat, c0, &ratio_t))
         };
         let s = timesteps.get(i + 1).copied().unwrap_or(0);
         let noise = seeded_noise(plan.seed.wrapping_add(1 + i as u64), &shape, device);

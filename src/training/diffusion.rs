@@ -9,11 +9,19 @@
 //! predicted clean latent against y. Noising y alone never shows the network a
 //! quantization error, so it only removes the added noise around ŷ, whatever the QP prompt
 //! says; the matched items make it undo the QP's coding error.
+//!
+//! With a [`SampledPerceptual`] term, every step also runs the decoder's own sampling (ŷ
+//! noised to the QP's start step N, DS posterior steps, no reuse) with gradients, decodes
+//! z⁰ with the frozen D and adds L1 + LPIPS against the frame: ε-MSE alone makes the
+//! prediction a posterior mean, which D decodes no sharper than ŷ, so the decoder's few
+//! steps from little noise gain almost nothing perceptually over D(ŷ).
 
 use super::codec::FrozenCodec;
+use super::psnr;
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
-use crate::diffusion::NoiseSchedule;
+use crate::diffusion::{predict_clean_latent, NoiseSchedule};
 use crate::model::denoiser::Denoiser;
+use crate::model::lpips::{Backbone, Lpips};
 use crate::model::ModelConfig;
 use anyhow::Result;
 use std::time::Instant;
@@ -24,6 +32,81 @@ pub struct Options {
     pub stage: StageOptions,
     /// Share of each batch trained at the decoder's start step from ŷ (see the module doc).
     pub start_share: f64,
+    pub perceptual: Option<SampledPerceptual>,
+}
+
+/// The pixel loss on the decoder's sampled output (see the module doc):
+/// `weight` · (L1 + `lpips_weight` · LPIPS).
+pub struct SampledPerceptual {
+    pub weight: f64,
+    pub lpips_weight: f64,
+    pub backbone: Backbone,
+    /// DS of the sampling trained through (the decoder's default is 4).
+    pub steps: usize,
+}
+
+/// Per-QP figures over the steps since the last log line.
+#[derive(Clone, Default)]
+struct QpWindow {
+    /// ε-MSE sum over items noised from y, and their count.
+    eps: f64,
+    eps_items: f64,
+    /// Items noised from ŷ at the start step: clean-latent MSE of the prediction and of ŷ.
+    clean: f64,
+    clean_of_y_hat: f64,
+    start_items: f64,
+    /// Sampled output against D(ŷ): LPIPS and PSNR of each, and the number of steps.
+    lpips: f64,
+    lpips_of_y_hat: f64,
+    psnr: f64,
+    psnr_of_y_hat: f64,
+    sampled_steps: f64,
+}
+
+impl QpWindow {
+    fn describe(&self, qp: usize) -> String {
+        let mut line = String::new();
+        if self.eps_items > 0.0 {
+            line += &format!(" | qp{qp} ε-mse {:.4}", self.eps / self.eps_items);
+        }
+        if self.start_items > 0.0 {
+            let n = self.start_items;
+            line += &format!(" | qp{qp} at N: clean mse {:.4} (ŷ {:.4})", self.clean / n, self.clean_of_y_hat / n);
+        }
+        if self.sampled_steps > 0.0 {
+            let n = self.sampled_steps;
+            line += &format!(
+                " | qp{qp} sampled: lpips {:.4} (D(ŷ) {:.4}) psnr {:.2} ({:.2})",
+                self.lpips / n,
+                self.lpips_of_y_hat / n,
+                self.psnr / n,
+                self.psnr_of_y_hat / n
+            );
+        }
+        line
+    }
+}
+
+/// The decoder's sampling without reuse ([`crate::diffusion::sample`] with D = DS), with
+/// gradients: ŷ noised to `start`, then `steps` posterior steps; noise from libtorch's RNG.
+#[allow(clippy::too_many_arguments)]
+fn sample_with_gradients(
+    denoiser: &Denoiser,
+    schedule: &NoiseSchedule,
+    start: usize,
+    steps: usize,
+    y_hat: &Tensor,
+    c0: &Tensor,
+    ratio: &Tensor,
+) -> Tensor {
+    let timesteps = schedule.timesteps(start, steps);
+    let mut z = schedule.add_noise(y_hat, &y_hat.randn_like(), timesteps[0]);
+    for (i, &t) in timesteps.iter().enumerate() {
+        let y_pred = predict_clean_latent(denoiser, schedule, &z, t, y_hat, c0, ratio);
+        let s = timesteps.get(i + 1).copied().unwrap_or(0);
+        z = schedule.posterior_step(&z, &y_pred, t, s, &z.randn_like());
+    }
+    z
 }
 
 pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
@@ -56,9 +139,19 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;
     let share_threshold = (options.start_share * f64::from(1u32 << 20)) as u64;
-    // Per QP: ε-MSE sum and count (items noised from y); clean-latent MSE of the prediction
-    // and of ŷ itself, and count (items noised from ŷ at the start step).
-    let mut window = vec![[0.0f64; 5]; nq];
+    let perceptual = match &options.perceptual {
+        Some(p) => {
+            anyhow::ensure!(p.steps >= 1, "the sampled perceptual term needs at least one step");
+            let lpips = Lpips::pretrained(p.backbone, device)?;
+            eprintln!(
+                "[diffusion] sampled perceptual term: {} · (L1 + {} · LPIPS-{:?}) over {} steps",
+                p.weight, p.lpips_weight, p.backbone, p.steps
+            );
+            Some((p, lpips))
+        }
+        None => None,
+    };
+    let mut window = vec![QpWindow::default(); nq];
     let mut last_log = Instant::now();
     let mut logged = 0;
     while run.more() {
@@ -102,7 +195,31 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         let clean = (&z - &pred * (-&ab + 1.0).sqrt()) / ab.sqrt();
         let clean_loss = (clean - &y).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         let m = m.view([n]);
-        let loss = (&eps_loss * (-&m + 1.0) + &clean_loss * &m).mean(Kind::Float);
+        let noise_loss = (&eps_loss * (-&m + 1.0) + &clean_loss * &m).mean(Kind::Float);
+        let w = &mut window[qp as usize];
+        let pixel_loss = perceptual.as_ref().map(|(p, lpips)| {
+            let z0 = sample_with_gradients(&denoiser, &schedule, start as usize, p.steps, &y_hat, &c0, &ratio);
+            let decoded = frozen.autoencoder.decoder.decode(&(z0 / scale));
+            let x = Tensor::cat(&[seq.select(1, 0), seq.select(1, 1)], 0);
+            let distance = lpips.distance(&decoded, &x).mean(Kind::Float);
+            let l1 = (&decoded - &x).abs().mean(Kind::Float);
+            // The same figures for D(ŷ), the decode without diffusion this term must beat.
+            let (baseline, distance_of_y_hat) = tch::no_grad(|| {
+                let baseline = frozen.autoencoder.decoder.decode(&(&y_hat / scale)).clamp(0.0, 1.0);
+                let d = lpips.distance(&baseline, &x).mean(Kind::Float).double_value(&[]);
+                (baseline, d)
+            });
+            w.lpips += distance.double_value(&[]);
+            w.lpips_of_y_hat += distance_of_y_hat;
+            w.psnr += psnr(&decoded.detach().clamp(0.0, 1.0), &x);
+            w.psnr_of_y_hat += psnr(&baseline, &x);
+            w.sampled_steps += 1.0;
+            (l1 + &distance * p.lpips_weight) * p.weight
+        });
+        let loss = match pixel_loss {
+            Some(pixel) => noise_loss + pixel,
+            None => noise_loss,
+        };
         if !loss.double_value(&[]).is_finite() {
             eprintln!("[diffusion] step {}: non-finite loss at qp {qp}, batch skipped", run.step);
             continue;
@@ -118,30 +235,25 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         } else {
             (Vec::new(), Vec::new())
         };
-        let w = &mut window[qp as usize];
         for (i, &matched) in matched.iter().enumerate() {
             if matched {
-                w[2] += clean_loss[i];
-                w[3] += from_y_hat[i];
-                w[4] += 1.0;
+                w.clean += clean_loss[i];
+                w.clean_of_y_hat += from_y_hat[i];
+                w.start_items += 1.0;
             } else {
-                w[0] += eps_loss[i];
-                w[1] += 1.0;
+                w.eps += eps_loss[i];
+                w.eps_items += 1.0;
             }
         }
         logged += 1;
-        if run.step % 50 == 0 || run.step == opt.steps {
+        let every = if perceptual.is_some() { 10 } else { 50 };
+        if run.step % every == 0 || run.step == opt.steps {
             let mut line = format!("[diffusion] step {}/{}", run.step, opt.steps);
             for (q, w) in window.iter().enumerate() {
-                if w[1] > 0.0 {
-                    line += &format!(" | qp{q} ε-mse {:.4}", w[0] / w[1]);
-                }
-                if w[4] > 0.0 {
-                    line += &format!(" | qp{q} at N: clean mse {:.4} (ŷ {:.4})", w[2] / w[4], w[3] / w[4]);
-                }
+                line += &w.describe(q);
             }
             eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged as f64);
-            window = vec![[0.0; 5]; nq];
+            window = vec![QpWindow::default(); nq];
             last_log = Instant::now();
             logged = 0;
         }
@@ -151,4 +263,40 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     }
     run.save(&vs)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clips::{clip_dir, load_clip};
+    use crate::model::gvc::GvcModel;
+    use crate::training::checkpoint_file;
+
+    /// Two steps of the stage on a tiny random model; the checkpoint it writes.
+    fn train_tiny(perceptual: Option<SampledPerceptual>, tag: &str) -> Vec<(String, Tensor)> {
+        let dir = std::env::temp_dir().join(format!("gvc-diffusion-stage-{tag}-{}", std::process::id()));
+        GvcModel::random(ModelConfig::tiny_for_tests(), 5, Device::Cpu).save(&dir).unwrap();
+        let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
+        let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
+        let stage =
+            StageOptions { model_dir: dir.clone(), steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+        train(&data, &Options { stage, start_share: 0.0, perceptual }).unwrap();
+        let trained = Tensor::read_safetensors(checkpoint_file(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        trained
+    }
+
+    /// The pixel term on the sampled output reaches the denoiser (and only the denoiser):
+    /// the same seeds and random draws with the term at weight 0 and 1 train different weights.
+    #[test]
+    fn sampled_perceptual_term_trains_the_denoiser() {
+        let term = |weight| SampledPerceptual { weight, lpips_weight: 0.5, backbone: Backbone::AlexNet, steps: 2 };
+        let plain = train_tiny(Some(term(0.0)), "weight0");
+        let with_term = train_tiny(Some(term(1.0)), "weight1");
+        assert!(with_term.iter().all(|(k, _)| k.starts_with("denoiser.")), "only the denoiser is written");
+        assert_eq!(plain.len(), with_term.len());
+        let plain: std::collections::HashMap<_, _> = plain.into_iter().collect();
+        let differ = with_term.iter().filter(|(k, v)| !v.equal(&plain[k])).count();
+        assert!(differ > 0, "the sampled term changed nothing");
+    }
 }
