@@ -136,3 +136,13 @@ rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 20
 $train diffusion --model-dir $dir --steps 1874 --batch 4 --crop 256 --lr 1e-4 --minutes 14
 $train export --model-dir $dir
+
+# Session 14: the denoiser continues from session 12's (fresh step counter) with a pixel term
+# on its own sampled output: every step also runs the decoder's sampling (ŷ noised to the
+# QP's start step N, DS = 4, no reuse) with gradients, decodes z⁰ with the frozen D and adds
+# 1 · (L1 + 0.5 · LPIPS-AlexNet) to the ε-MSE (logs/diffusion-14.log). 128 crops, batch 8:
+# D's backward on 256 crops took 7 s/step. Session 14's machine had no checkpoint, so the run
+# started from the exported f16 weights.
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --minutes 45
+$train export --model-dir $dir
