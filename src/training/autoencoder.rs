@@ -185,21 +185,15 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clips::{clip_dir, load_clip};
-    use crate::model::gvc::GvcModel;
-    use crate::training::checkpoint_file;
+    use crate::training::{checkpoint_file, tiny_stage};
     use std::collections::HashMap;
 
     /// The decoder stage moves D and nothing else: E, the codec and the denoiser, which live
     /// in E's latent space, stay valid.
     #[test]
     fn decoder_stage_trains_the_latent_decoder_alone() {
-        let dir = std::env::temp_dir().join(format!("gvc-decoder-stage-{}", std::process::id()));
-        GvcModel::random(ModelConfig::tiny_for_tests(), 5, Device::Cpu).save(&dir).unwrap();
-        let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
-        let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
-        let stage =
-            StageOptions { model_dir: dir.clone(), steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+        let (data, stage) = tiny_stage("decoder-stage");
+        let dir = stage.model_dir.clone();
         let opt =
             Options { stage, perceptual_weight: 0.5, perceptual_backbone: Backbone::AlexNet, perceptual_layers: 5 };
         train_decoder(&data, &opt, 2).unwrap();

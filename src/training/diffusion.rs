@@ -268,18 +268,12 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clips::{clip_dir, load_clip};
-    use crate::model::gvc::GvcModel;
-    use crate::training::checkpoint_file;
+    use crate::training::{checkpoint_file, tiny_stage};
 
     /// Two steps of the stage on a tiny random model; the checkpoint it writes.
     fn train_tiny(perceptual: Option<SampledPerceptual>, tag: &str) -> Vec<(String, Tensor)> {
-        let dir = std::env::temp_dir().join(format!("gvc-diffusion-stage-{tag}-{}", std::process::id()));
-        GvcModel::random(ModelConfig::tiny_for_tests(), 5, Device::Cpu).save(&dir).unwrap();
-        let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
-        let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
-        let stage =
-            StageOptions { model_dir: dir.clone(), steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+        let (data, stage) = tiny_stage(&format!("diffusion-stage-{tag}"));
+        let dir = stage.model_dir.clone();
         train(&data, &Options { stage, start_share: 0.0, perceptual }).unwrap();
         let trained = Tensor::read_safetensors(checkpoint_file(&dir)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -285,6 +285,20 @@ pub fn psnr_of_mse(mse: f64) -> f64 {
     -10.0 * mse.max(1e-12).log10()
 }
 
+/// A stage run on a tiny random model saved in a fresh temporary folder (`tag` names it),
+/// with one real clip and two steps of batch 1 on 64 crops.
+#[cfg(test)]
+pub(crate) fn tiny_stage(tag: &str) -> (TrainingClips, StageOptions) {
+    let dir = std::env::temp_dir().join(format!("gvc-{tag}-{}", std::process::id()));
+    crate::model::gvc::GvcModel::random(crate::model::ModelConfig::tiny_for_tests(), 5, tch::Device::Cpu)
+        .save(&dir)
+        .unwrap();
+    let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
+    let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
+    let stage = StageOptions { model_dir: dir, steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+    (data, stage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
