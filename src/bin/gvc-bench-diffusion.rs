@@ -5,9 +5,14 @@
 //! other agreement scales τ.
 //! Every row decodes the same bits.
 //!
+//! The quality table's times come from its one decode per row. The speed-up table after it
+//! decodes the stream again in `--timing-rounds` rounds of no diffusion, TDIR off and TDIR
+//! on back to back (the order rotating between rounds), so a change in the machine's speed
+//! during the run hits all three alike; the ratios are taken per round, then the median.
+//!
 //! `gvc-bench-diffusion [--clip carphone_pristine.mp4] [--frames 32] [--diffusion-steps 4]
 //!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…] [--prompts wrong|all]
-//!  [--intra-qp-offset K (default: the model's per QP)]`
+//!  [--intra-qp-offset K (default: the model's per QP)] [--timing-rounds 5]`
 
 use anyhow::Result;
 use gstgvc::cli::KeyValues;
@@ -29,6 +34,7 @@ fn main() -> Result<()> {
     let qps: Option<Vec<u8>> = o.list("qps")?;
     let intra_qp_offset: Option<u8> = o.optional("intra-qp-offset")?;
     let agreements: Vec<f64> = o.list("tdir-agreements")?.unwrap_or_default();
+    let timing_rounds: usize = o.value("timing-rounds", 5)?;
     let every_prompt = match o.string("prompts", "wrong").as_str() {
         "wrong" => false,
         "all" => true,
@@ -60,6 +66,7 @@ fn main() -> Result<()> {
     println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | of which sampling | network steps / P-frame |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let qps = qps.unwrap_or_else(|| (0..model.config.codec.num_qps as u8).collect());
+    let mut speedups = Vec::new();
     for &qp in &qps {
         anyhow::ensure!(
             (qp as i64) < model.config.codec.num_qps,
@@ -116,19 +123,7 @@ fn main() -> Result<()> {
             variants.push(v);
         }
         for (name, mut dec) in variants {
-            let (mut p_time, mut p_sampling, mut p_count, mut p_steps) = (0.0, 0.0, 0, 0);
-            let mut out = Vec::new();
-            for au in &stream {
-                let t0 = Instant::now();
-                let f = dec.decode(au)?;
-                if f.frame_type == FrameType::Inter {
-                    p_time += t0.elapsed().as_secs_f64();
-                    p_sampling += f.stats.seconds;
-                    p_count += 1;
-                    p_steps += f.stats.network_steps;
-                }
-                out.push(f.picture);
-            }
+            let (out, timing) = decode_stream(&mut dec, &stream)?;
             let decoded = Tensor::cat(&out, 0);
             println!(
                 "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
@@ -136,11 +131,135 @@ fn main() -> Result<()> {
                 lpips.mean(&reference, &decoded),
                 dists.mean(&reference, &decoded),
                 lpips.tlp(&reference, &decoded),
-                1000.0 * p_time / p_count.max(1) as f64,
-                1000.0 * p_sampling / p_count.max(1) as f64,
-                p_steps as f64 / p_count.max(1) as f64
+                timing.ms_per_p_frame,
+                timing.sampling_ms_per_p_frame,
+                timing.network_steps_per_p_frame
+            );
+        }
+        if timing_rounds > 0 {
+            speedups.push((qp, paired_timing(&model, &stream, ds, half, timing_rounds)?));
+        }
+    }
+    if !speedups.is_empty() {
+        println!();
+        println!(
+            "TDIR speed-up (TDIR off / TDIR on, D = DS/2), median over {timing_rounds} paired rounds (min–max); ms per P-frame are medians:"
+        );
+        println!("| qp | whole P-frame | sampling only | no diffusion (A) ms | TDIR off ms | TDIR on ms | sampling off / on ms |");
+        println!("|---|---|---|---|---|---|---|");
+        for (qp, t) in &speedups {
+            println!(
+                "| {qp} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} |",
+                t.whole.describe(),
+                t.sampling.describe(),
+                t.no_diffusion_ms,
+                t.off_ms,
+                t.on_ms,
+                t.off_sampling_ms,
+                t.on_sampling_ms
             );
         }
     }
     Ok(())
+}
+
+/// Per-P-frame means of one decode of the stream.
+struct Timing {
+    ms_per_p_frame: f64,
+    sampling_ms_per_p_frame: f64,
+    network_steps_per_p_frame: f64,
+}
+
+/// Decodes every access unit; the pictures and the P-frames' timing.
+fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<(Vec<Tensor>, Timing)> {
+    let (mut time, mut sampling, mut count, mut steps) = (0.0, 0.0, 0usize, 0usize);
+    let mut out = Vec::with_capacity(stream.len());
+    for au in stream {
+        let t0 = Instant::now();
+        let f = dec.decode(au)?;
+        if f.frame_type == FrameType::Inter {
+            time += t0.elapsed().as_secs_f64();
+            sampling += f.stats.seconds;
+            count += 1;
+            steps += f.stats.network_steps;
+        }
+        out.push(f.picture);
+    }
+    let per_frame = |x: f64| x / count.max(1) as f64;
+    let timing = Timing {
+        ms_per_p_frame: 1000.0 * per_frame(time),
+        sampling_ms_per_p_frame: 1000.0 * per_frame(sampling),
+        network_steps_per_p_frame: per_frame(steps as f64),
+    };
+    Ok((out, timing))
+}
+
+/// Median and range of per-round ratios.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Self {
+        Self {
+            median: median(values),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct PairedTiming {
+    whole: Spread,
+    sampling: Spread,
+    no_diffusion_ms: f64,
+    off_ms: f64,
+    on_ms: f64,
+    off_sampling_ms: f64,
+    on_sampling_ms: f64,
+}
+
+/// `rounds` decodes each of no diffusion, TDIR off (D = DS) and TDIR on (D = `half`), the
+/// three back to back in an order that rotates between rounds.
+fn paired_timing(model: &Arc<GvcModel>, stream: &[Vec<u8>], ds: u8, half: u8, rounds: usize) -> Result<PairedTiming> {
+    let configs = [(0, 0), (ds, ds), (ds, half)];
+    let mut per_config: [Vec<Timing>; 3] = Default::default();
+    for round in 0..rounds {
+        for k in 0..configs.len() {
+            let c = (round + k) % configs.len();
+            let mut dec = DecoderSession::new(model.clone());
+            dec.diffusion_steps = Some(configs[c].0);
+            dec.independent_steps = Some(configs[c].1);
+            per_config[c].push(decode_stream(&mut dec, stream)?.1);
+        }
+    }
+    let [none, off, on] = &per_config;
+    let ratios = |f: fn(&Timing) -> f64| -> Vec<f64> { off.iter().zip(on).map(|(a, b)| f(a) / f(b)).collect() };
+    let med = |runs: &[Timing], f: fn(&Timing) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    Ok(PairedTiming {
+        whole: Spread::of(&ratios(|t| t.ms_per_p_frame)),
+        sampling: Spread::of(&ratios(|t| t.sampling_ms_per_p_frame)),
+        no_diffusion_ms: med(none, |t| t.ms_per_p_frame),
+        off_ms: med(off, |t| t.ms_per_p_frame),
+        on_ms: med(on, |t| t.ms_per_p_frame),
+        off_sampling_ms: med(off, |t| t.sampling_ms_per_p_frame),
+        on_sampling_ms: med(on, |t| t.sampling_ms_per_p_frame),
+    })
 }
