@@ -8,6 +8,7 @@
 use anyhow::{bail, Context, Result};
 use gstgvc::codec::bitstream::{split_units, FramePacket, FrameType, SequenceHeader, UnitType};
 use std::collections::BTreeMap;
+use std::io::Write;
 
 /// Bytes of the rANS coder's final state at the start of every sub-stream.
 const RANS_STATE_BYTES: usize = 4;
@@ -26,13 +27,15 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else { bail!("usage: stream_info <file.gvc> [--frames]") };
     let per_frame = args.iter().any(|a| a == "--frames");
+    // Written, not println!'d: a closed pipe (`| head`) ends the program with an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let data = std::fs::read(path).with_context(|| format!("reading {path}"))?;
     let units = split_units(&data).with_context(|| format!("parsing {path}"))?;
     let mut totals: BTreeMap<&str, Totals> = BTreeMap::new();
     let mut pixels_per_frame = None;
     if per_frame {
-        println!("| unit | frame | qp | bytes | framing | frame header | rANS state | symbols |");
-        println!("|---|---|---|---|---|---|---|---|");
+        writeln!(out, "| unit | frame | qp | bytes | framing | frame header | rANS state | symbols |")?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     }
     for unit in &units {
         let framing = unit.size - unit.payload.len();
@@ -52,14 +55,15 @@ fn main() -> Result<()> {
                 let coded: usize = frame.substreams.iter().map(Vec::len).sum();
                 let state = frame.substreams.iter().map(|s| s.len().min(RANS_STATE_BYTES)).sum::<usize>();
                 if per_frame {
-                    println!(
+                    writeln!(
+                        out,
                         "| {name} | {} | {} | {} | {framing} | {} | {state} | {} |",
                         frame.frame_number,
                         frame.qp_index,
                         unit.size,
                         unit.payload.len() - coded,
                         coded - state
-                    );
+                    )?;
                 }
                 (name, unit.payload.len() - coded, state, coded - state)
             }
@@ -75,11 +79,12 @@ fn main() -> Result<()> {
     let frames: usize = totals.iter().filter(|(k, _)| **k != "S").map(|(_, t)| t.units).sum();
     let pixels = pixels_per_frame.context("no sequence header")? * frames.max(1);
     let bpp = |bytes: usize| bytes as f64 * 8.0 / pixels as f64;
-    println!("{path}: {} bytes, {frames} frames, {:.4} bpp", data.len(), bpp(data.len()));
-    println!("| unit | count | bytes | per unit | framing | header | rANS state | symbols | bpp of the stream: all | not symbols |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    writeln!(out, "{path}: {} bytes, {frames} frames, {:.4} bpp", data.len(), bpp(data.len()))?;
+    writeln!(out, "| unit | count | bytes | per unit | framing | header | rANS state | symbols | bpp of the stream: all | not symbols |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
     for (name, t) in &totals {
-        println!(
+        writeln!(
+            out,
             "| {name} | {} | {} | {:.1} | {} | {} | {} | {} | {:.4} | {:.4} |",
             t.units,
             t.bytes,
@@ -90,7 +95,7 @@ fn main() -> Result<()> {
             t.symbols,
             bpp(t.bytes),
             bpp(t.bytes - t.symbols)
-        );
+        )?;
     }
     Ok(())
 }
