@@ -146,3 +146,11 @@ $train export --model-dir $dir
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --minutes 45
 $train export --model-dir $dir
+
+# Session 15: the same recipe continued from session 14's exported weights (fresh step
+# counter, learning rate restarting at 1e-4 with cosine decay) on other crops (seed 15; the
+# default seed would replay session 14's crops); logs/diffusion-15.log. As in session 14, the
+# run started from the exported f16 weights (a copy of the model folder without checkpoints).
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 15 --minutes 45
+$train export --model-dir $dir
