@@ -96,12 +96,7 @@ fn main() -> Result<()> {
             vec![if qp == 0 { num_qps - 1 } else { 0 }]
         };
         let half = (ds / 2).max(1);
-        let variant = |name: String, steps, independent| {
-            let mut dec = DecoderSession::new(model.clone());
-            dec.diffusion_steps = Some(steps);
-            dec.independent_steps = Some(independent);
-            (name, dec)
-        };
+        let variant = |name: String, steps, independent| (name, decoder(&model, steps, independent));
         let mut variants = vec![
             variant("no diffusion (A)".into(), 0, 0),
             variant("diffusion, TDIR off (D = DS)".into(), ds, ds),
@@ -161,6 +156,14 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A decoder with DS = `steps` and D = `independent` in place of the stream's.
+fn decoder(model: &Arc<GvcModel>, steps: u8, independent: u8) -> DecoderSession {
+    let mut dec = DecoderSession::new(model.clone());
+    dec.diffusion_steps = Some(steps);
+    dec.independent_steps = Some(independent);
+    dec
 }
 
 /// Per-P-frame means of one decode of the stream.
@@ -244,9 +247,7 @@ fn paired_timing(model: &Arc<GvcModel>, stream: &[Vec<u8>], ds: u8, half: u8, ro
     for round in 0..rounds {
         for k in 0..configs.len() {
             let c = (round + k) % configs.len();
-            let mut dec = DecoderSession::new(model.clone());
-            dec.diffusion_steps = Some(configs[c].0);
-            dec.independent_steps = Some(configs[c].1);
+            let mut dec = decoder(model, configs[c].0, configs[c].1);
             per_config[c].push(decode_stream(&mut dec, stream)?.1);
         }
     }
