@@ -48,10 +48,11 @@ fn main() -> Result<()> {
     let lpips = LpipsMetric::new(Device::Cpu)?;
     let dists = DistsMetric::new(Device::Cpu)?;
     println!(
-        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, intra QP offset {}, threads {}",
+        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, TDIR agreement τ per QP {:?}, intra QP offset {}, threads {}",
         clip.width(),
         clip.height(),
         (0..model.config.codec.num_qps).map(|q| model.config.denoiser.start_step_for(q)).collect::<Vec<_>>(),
+        (0..model.config.codec.num_qps).map(|q| model.config.denoiser.tdir_agreement_for(q)).collect::<Vec<_>>(),
         intra_qp_offset.map_or_else(
             || format!(
                 "per QP {:?}",
