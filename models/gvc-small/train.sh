@@ -154,3 +154,9 @@ $train export --model-dir $dir
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 15 --minutes 45
 $train export --model-dir $dir
+
+# Session 16: the same recipe once more, from session 15's exported weights, on other crops
+# (seed 16); logs/diffusion-16.log.
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 16 --minutes 45
+$train export --model-dir $dir
