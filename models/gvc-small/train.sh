@@ -160,3 +160,10 @@ $train export --model-dir $dir
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 16 --minutes 45
 $train export --model-dir $dir
+
+# Session 17: the same recipe once more, from session 16's exported weights, on other crops
+# (seed 17); logs/diffusion-17.log. After export, config.json's tdir_agreement_per_qp was set
+# to 0/0/0.01/0.1/0.1 (τ = 0.01 at QP 2 new; chosen with gvc-bench-diffusion --tdir-agreements).
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 17 --minutes 45
+$train export --model-dir $dir
