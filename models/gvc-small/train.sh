@@ -167,3 +167,6 @@ $train export --model-dir $dir
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 17 --minutes 45
 $train export --model-dir $dir
+
+# Session 18: no training. config.json's tdir_agreement_per_qp was set to 0/0/0.01/0.05/0.1
+# (τ = 0.05 at QP 3 instead of 0.1; chosen with gvc-bench-diffusion --tdir-agreements).
