@@ -168,5 +168,10 @@ rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 17 --minutes 45
 $train export --model-dir $dir
 
-# Session 18: no training. config.json's tdir_agreement_per_qp was set to 0/0/0.01/0.05/0.1
-# (τ = 0.05 at QP 3 instead of 0.1; chosen with gvc-bench-diffusion --tdir-agreements).
+# Session 18: the same recipe once more, from session 17's exported weights, on other crops
+# (seed 18); logs/diffusion-18.log. config.json's tdir_agreement_per_qp was set to
+# 0/0/0.01/0.05/0.1 (τ = 0.05 at QP 3 instead of 0.1; chosen with gvc-bench-diffusion
+# --tdir-agreements on session 17's denoiser, before this run).
+rm -f $dir/checkpoints/diffusion.step
+$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 18 --minutes 45
+$train export --model-dir $dir
