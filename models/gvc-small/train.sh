@@ -147,31 +147,15 @@ rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --minutes 45
 $train export --model-dir $dir
 
-# Session 15: the same recipe continued from session 14's exported weights (fresh step
-# counter, learning rate restarting at 1e-4 with cosine decay) on other crops (seed 15; the
-# default seed would replay session 14's crops); logs/diffusion-15.log. As in session 14, the
-# run started from the exported f16 weights (a copy of the model folder without checkpoints).
-rm -f $dir/checkpoints/diffusion.step
-$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 15 --minutes 45
-$train export --model-dir $dir
-
-# Session 16: the same recipe once more, from session 15's exported weights, on other crops
-# (seed 16); logs/diffusion-16.log.
-rm -f $dir/checkpoints/diffusion.step
-$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 16 --minutes 45
-$train export --model-dir $dir
-
-# Session 17: the same recipe once more, from session 16's exported weights, on other crops
-# (seed 17); logs/diffusion-17.log. After export, config.json's tdir_agreement_per_qp was set
-# to 0/0/0.01/0.1/0.1 (τ = 0.01 at QP 2 new; chosen with gvc-bench-diffusion --tdir-agreements).
-rm -f $dir/checkpoints/diffusion.step
-$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 17 --minutes 45
-$train export --model-dir $dir
-
-# Session 18: the same recipe once more, from session 17's exported weights, on other crops
-# (seed 18); logs/diffusion-18.log. config.json's tdir_agreement_per_qp was set to
-# 0/0/0.01/0.05/0.1 (τ = 0.05 at QP 3 instead of 0.1; chosen with gvc-bench-diffusion
-# --tdir-agreements on session 17's denoiser, before this run).
-rm -f $dir/checkpoints/diffusion.step
-$train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed 18 --minutes 45
-$train export --model-dir $dir
+# Sessions 15–18: the same recipe continued, each session from the previous one's exported
+# weights (fresh step counter, learning rate restarting at 1e-4 with cosine decay) on other crops
+# (seed = session; the default seed would replay session 14's crops); logs/diffusion-<seed>.log.
+# As in session 14, each run started from the exported f16 weights (a copy of the model folder
+# without checkpoints). config.json's tdir_agreement_per_qp was set by hand, chosen with
+# gvc-bench-diffusion --tdir-agreements: 0/0/0/0.1/0.1 in session 16, 0/0/0.01/0.1/0.1 after
+# session 17's run, 0/0/0.01/0.05/0.1 before session 18's (on session 17's denoiser).
+for seed in 15 16 17 18; do
+    rm -f $dir/checkpoints/diffusion.step
+    $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed $seed --minutes 45
+    $train export --model-dir $dir
+done
