@@ -7,7 +7,8 @@
 //! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`,
 //! `--align-floor W`, `--align-warmup share`, `--distortion latent|pixel` with
 //! `--perceptual-weight W --latent-anchor A` for pixel, `--rate-proxy noise|rounded`,
-//! `--table-lr-factor F` for the per-QP scale tables),
+//! `--table-lr-factor F` for the per-QP scale tables, `--qps Q0,Q1,…` to train those rate points
+//! only, `--tables-only true` to freeze the networks and train the per-QP tables alone),
 //! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
 //! decoder's start step; `--sampled-perceptual W [--lpips-weight L] [--perceptual alexnet|vgg16]
 //! [--sample-steps DS]`: W · (L1 + L · LPIPS) on D of the decoder's own sampled output), then
@@ -72,6 +73,8 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
             other => bail!("unknown rate proxy {other} (noise or rounded)"),
         },
         table_lr_factor: o.value("table-lr-factor", 1.0)?,
+        qps: o.list("qps")?,
+        tables_only: o.value("tables-only", false)?,
     })
 }
 

@@ -40,6 +40,11 @@ pub struct Options {
     /// Learning rate of the per-QP scale tables (`RATE_PARAMETER_GROUP`) relative to the
     /// networks'.
     pub table_lr_factor: f64,
+    /// The rate points trained (each step draws one); None: every QP.
+    pub qps: Option<Vec<i64>>,
+    /// Train the per-QP scale tables only, the networks frozen: a rate point added to a
+    /// trained model learns its own rows while every other rate point stays bit-exact.
+    pub tables_only: bool,
 }
 
 /// What the rate–distortion loss measures.
@@ -77,6 +82,16 @@ impl Options {
         } else {
             self.frames[qp as usize]
         }
+    }
+
+    /// The rate points this run trains.
+    fn trained_qps(&self, num_qps: i64) -> Result<Vec<i64>> {
+        let qps = self.qps.clone().unwrap_or_else(|| (0..num_qps).collect());
+        anyhow::ensure!(!qps.is_empty(), "--qps: name at least one rate point");
+        if let Some(bad) = qps.iter().find(|&&q| !(0..num_qps).contains(&q)) {
+            anyhow::bail!("--qps: rate point {bad} out of range (the model has {num_qps})");
+        }
+        Ok(qps)
     }
 
     fn check_frames(&self, num_qps: i64) -> Result<()> {
@@ -225,6 +240,20 @@ impl FrozenCodec {
     }
 }
 
+/// Takes every variable outside the per-QP tables out of training; returns how many.
+fn freeze_networks(vs: &nn::VarStore) -> usize {
+    let mut variables = vs.variables_.lock().expect("var store lock");
+    let before = variables.trainable_variables.len();
+    variables.trainable_variables.retain(|v| {
+        let table = v.group == RATE_PARAMETER_GROUP;
+        if !table {
+            let _ = v.tensor.set_requires_grad(false);
+        }
+        table
+    });
+    before - variables.trainable_variables.len()
+}
+
 pub fn analyse_sequences(encoder: &LatentEncoder, spynet: &SpyNet, seq: &Tensor) -> (Vec<Tensor>, Vec<Tensor>) {
     tch::no_grad(|| {
         let len = seq.size()[1];
@@ -240,7 +269,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
     anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
     opt.check_frames(cfg.codec.num_qps)?;
-    eprintln!("[codec] λ per QP: {lambdas:?}, frames per sequence: {:?}", opt.frames);
+    let qps = opt.trained_qps(cfg.codec.num_qps)?;
+    eprintln!("[codec] λ per QP: {lambdas:?}, frames per sequence: {:?}, trained QPs: {qps:?}", opt.frames);
     let mut run = StageRun::start(&opt.stage, "codec")?;
     tch::manual_seed(opt.stage.seed as i64);
 
@@ -264,6 +294,9 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[codec] {restored} tensors restored, resuming at step {}", run.step);
+    if opt.tables_only {
+        eprintln!("[codec] networks frozen: {} tensors, only the per-QP tables train", freeze_networks(&vs));
+    }
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
@@ -276,7 +309,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let progress = run.progress();
         optim.set_lr(run.lr());
         optim.set_lr_group(RATE_PARAMETER_GROUP, run.lr() * opt.table_lr_factor);
-        let qp = rng.below(nq as u64) as i64;
+        let qp = qps[rng.below(qps.len() as u64) as usize];
         let lambda = lambdas[qp as usize];
         let frames = opt.frames_at(qp);
         let seq = data.sample(&mut rng, opt.stage.batch, frames, opt.stage.crop)?.to_device(device);
@@ -480,7 +513,44 @@ mod tests {
             distortion: Distortion::Latent,
             rate_proxy: Quantization::Train,
             table_lr_factor: 1.0,
+            qps: None,
+            tables_only: false,
         }
+    }
+
+    /// A rate point trained alone with the networks frozen moves its own table rows and
+    /// nothing else: every other rate point decodes exactly as before.
+    #[test]
+    fn tables_only_training_moves_the_named_rate_point_alone() {
+        let (data, stage) = crate::training::tiny_stage("codec-tables-only");
+        let dir = stage.model_dir.clone();
+        let opt = Options { stage, qps: Some(vec![3]), tables_only: true, table_lr_factor: 50.0, ..options(&[3]) };
+        train(&data, &opt).unwrap();
+        let shipped: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
+        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut moved_rows = 0;
+        for (k, v) in &trained {
+            let before = shipped[k].to_kind(v.kind());
+            let is_table = k.ends_with("_log") || k.ends_with("z_log_scale");
+            if !is_table {
+                assert!(v.equal(&before), "{k} is a network weight and moved");
+                continue;
+            }
+            assert_eq!(v.size()[0], 4, "{k} is not a per-QP table");
+            assert!(v.narrow(0, 0, 3).equal(&before.narrow(0, 0, 3)), "{k}: rows of untrained QPs moved");
+            moved_rows += usize::from(!v.get(3).equal(&before.get(3)));
+        }
+        assert!(moved_rows > 0, "no table row of QP 3 trained");
+    }
+
+    #[test]
+    fn trained_qps_must_exist() {
+        let opt = Options { qps: Some(vec![1, 5]), ..options(&[3]) };
+        let err = opt.trained_qps(5).unwrap_err().to_string();
+        assert!(err.contains("rate point 5 out of range"), "{err}");
+        assert_eq!(options(&[3]).trained_qps(3).unwrap(), [0, 1, 2]);
     }
 
     #[test]
