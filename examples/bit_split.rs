@@ -1,17 +1,7 @@
-//! Where a coded clip's bits go, per frame: the ideal code length of each coded tensor (from
-//! the integer CDF tables the rANS coder uses) — hyper-latent z and code of the intra codec,
-//! of the motion and of the contextual codec — next to the access unit's real size, and the
-//! codec reconstruction's PSNR (D(ŷ), no diffusion). In brackets the count and bytes of
-//! "surprise" symbols (over 10 bits each: a residual where the entropy model predicted almost
-//! none). Then the clip's bpp, mean PSNR and I-frame count per QP, and per-part means over
-//! the I- and P-frames.
-//!
-//! `cargo run --release --example bit_split -- [--clip carphone_pristine.mp4] [--qps 3,4]
-//! [--frames 32] [--intra-period 32] [--adaptive-intra true] [--intra-qp-offset K]`
-//! (`--intra-qp-offset` defaults to the model's offset per QP; `GVC_MODEL` selects the model)
+#![doc = include_str!("../docs/usage/bit_split.md")]
 
 use anyhow::Result;
-use gstgvc::cli::KeyValues;
+use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::session::{EncoderParams, EncoderSession};
@@ -22,7 +12,7 @@ use std::sync::Arc;
 use tch::Device;
 
 fn main() -> Result<()> {
-    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let o = KeyValues::parse(args_or_usage(include_str!("../docs/usage/bit_split.md")))?;
     let clip_name = o.string("clip", "carphone_pristine.mp4");
     let frames: usize = o.value("frames", 32)?;
     let intra_period: u32 = o.value("intra-period", 32)?;

@@ -5,6 +5,21 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 
+/// The program's arguments (without its name); with `--help` or `-h` among them it prints
+/// `usage` (the binary's documentation, `docs/usage/`) and exits successfully instead.
+pub fn args_or_usage(usage: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if asks_for_help(&args) {
+        println!("{}", usage.trim_end());
+        std::process::exit(0);
+    }
+    args
+}
+
+fn asks_for_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
+}
+
 /// Parsed `--key value` pairs. Every key must be read by the program: `finish` rejects the
 /// ones nobody asked for, so a misspelt option is an error instead of a silent default.
 #[derive(Debug, Default)]
@@ -98,6 +113,14 @@ mod tests {
         let err = o.finish().unwrap_err().to_string();
         assert!(err.contains("--typo"), "{err}");
         assert!(!err.contains("frames"), "{err}");
+    }
+
+    #[test]
+    fn help_is_asked_for_anywhere_on_the_line() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(asks_for_help(&args(&["--help"])));
+        assert!(asks_for_help(&args(&["codec", "--steps", "3", "-h"])));
+        assert!(!asks_for_help(&args(&["--clip", "help.mp4"])));
     }
 
     #[test]

@@ -1,21 +1,7 @@
-//! Diffusion decoder benchmarks (prints, never asserts), engine level on real clips:
-//! no diffusion vs diffusion (DiffVC Table 5 rows A/B), TDIR off (D = DS) vs on (D = DS/2),
-//! and the right vs a wrong QP prompt (the last QP's at QP 0, QP 0's elsewhere; with
-//! `--prompts all` every other QP's); optionally TDIR on from other start steps N or with
-//! other agreement scales τ.
-//! Every row decodes the same bits.
-//!
-//! The quality table's times come from its one decode per row. The speed-up table after it
-//! decodes the stream again in `--timing-rounds` rounds of no diffusion, TDIR off and TDIR
-//! on back to back (the order rotating between rounds), so a change in the machine's speed
-//! during the run hits all three alike; the ratios are taken per round, then the median.
-//!
-//! `gvc-bench-diffusion [--clip carphone_pristine.mp4] [--frames 32] [--diffusion-steps 4]
-//!  [--start-steps N1,N2,…] [--tdir-agreements τ1,τ2,…] [--qps 0,1,…] [--prompts wrong|all]
-//!  [--intra-qp-offset K (default: the model's per QP)] [--timing-rounds 5]`
+#![doc = include_str!("../../docs/usage/gvc-bench-diffusion.md")]
 
 use anyhow::Result;
-use gstgvc::cli::KeyValues;
+use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
@@ -26,7 +12,7 @@ use std::time::Instant;
 use tch::{Device, Tensor};
 
 fn main() -> Result<()> {
-    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let o = KeyValues::parse(args_or_usage(include_str!("../../docs/usage/gvc-bench-diffusion.md")))?;
     let clip_name = o.string("clip", "carphone_pristine.mp4");
     let frames: usize = o.value("frames", 32)?;
     let ds: u8 = o.value("diffusion-steps", 4)?;

@@ -1,12 +1,15 @@
-//! Entropy coder benchmark (prints, never asserts): coded size against the ideal
-//! −log2 p sum, and encode/decode speed in symbols/s, for Gaussian latents over the scale
-//! table. `gvc-bench-entropy [symbols (default 2000000)]`
+#![doc = include_str!("../../docs/usage/gvc-bench-entropy.md")]
 
+use gstgvc::cli::args_or_usage;
 use gstgvc::codec::entropy::{scale_of_index, GaussianConditional, RansDecoder, RansEncoder, NUM_SCALES};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2_000_000);
+    let n: usize = args_or_usage(include_str!("../../docs/usage/gvc-bench-entropy.md"))
+        .first()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2_000_000);
     let gc = GaussianConditional::new();
     // Deterministic xorshift + Box–Muller samples at random table scales.
     let mut state = 0x2545_F491_4F6C_DD1Du64;

@@ -1,19 +1,8 @@
-//! Speed and memory benchmark (prints, never asserts): encode and decode frames/s and peak
-//! RSS of gvc (default DS/D with TDIR, and TDIR off) and of x264/x265 (speed-preset medium)
-//! through GStreamer in the same run, at a 256×256 and a 480p (640×480) crop of vtest;
-//! then a long-stream check: ≥ 2,000 frames of looped real video through
-//! `gvcenc ! gvcdec`, peak RSS over the first and the last 200 frames.
-//!
-//! `gvc-bench-speed [--frames 32] [--sizes 256x256,640x480] [--long-frames 2000]`
-//!
-//! Each codec runs in its own process (this binary with `--child`), so its peak RSS
-//! (VmHWM) is not mixed with the other codecs'. It is the whole process's: libtorch and the
-//! networks for gvc, but also the harness's source clip and decoded f32 frames, and it is
-//! cumulative over gvc's three decoder runs. An upper bound, not an isolated figure.
+#![doc = include_str!("../../docs/usage/gvc-bench-speed.md")]
 
 use anyhow::{Context, Result};
 use gst::prelude::*;
-use gstgvc::cli::KeyValues;
+use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::pipeline::{decode_file, encode_frames, run_to_eos};
@@ -108,7 +97,7 @@ fn run_child(codec_name: &str, w: i64, h: i64, frames: usize, model: &std::path:
 }
 
 fn main() -> Result<()> {
-    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let o = KeyValues::parse(args_or_usage(include_str!("../../docs/usage/gvc-bench-speed.md")))?;
     let frames: usize = o.value("frames", 32)?;
     anyhow::ensure!(frames >= 2, "--frames must be at least 2");
     let long_frames: usize = o.value("long-frames", 2000)?;

@@ -1,11 +1,7 @@
-//! The main job: encode and decode a real clip through GStreamer with the default model
-//! and print bytes, bpp and quality.
-//!
-//! `gvc-demo [clip name or path] [frames] [qp]`: frames are decoded from the clip, pushed
-//! through `appsrc ! videoconvert ! gvcenc ! filesink`, the file is played back through
-//! `filesrc ! gvcparse ! gvcdec ! videoconvert ! appsink`, and compared with the source.
+#![doc = include_str!("../../docs/usage/gvc-demo.md")]
 
 use anyhow::{bail, Result};
+use gstgvc::cli::args_or_usage;
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::metrics::{ms_ssim, psnr, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
@@ -14,7 +10,7 @@ use std::path::PathBuf;
 use tch::{Device, Kind};
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = args_or_usage(include_str!("../../docs/usage/gvc-demo.md")).into_iter();
     let clip_arg = args.next().unwrap_or_else(|| "carphone_pristine.mp4".into());
     let frames: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(32);
     let qp: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);

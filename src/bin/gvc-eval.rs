@@ -1,15 +1,7 @@
-//! Evaluation: gvc at every rate point against x264 and x265 (GStreamer, speed-preset
-//! medium, key-int-max = intra period) at a quantizer sweep, and x264 at its rate floor, on
-//! the first frames of real clips. Prints progress, writes `results.csv`, `results.md`
-//! (table and BD-rates of gvc against x265 and x264 per metric) and rate–metric plots
-//! (`plots/*.png`, drawn by `scripts/plot_results.py`) to the output folder.
-//!
-//! `gvc-eval [--frames 32] [--out out/eval] [--model gvc-small] [--clips a,b,…]
-//!  [--diffusion-steps DS] [--independent-steps D] [--baselines x264,x265] [--fvd on|off]
-//!  [--gvcenc "property=value …"]` (`--gvcenc`: more gvcenc properties, e.g. `intra-qp-offset=1`)
+#![doc = include_str!("../../docs/usage/gvc-eval.md")]
 
 use anyhow::{Context, Result};
-use gstgvc::cli::KeyValues;
+use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::evaluation::bd_rate;
 use gstgvc::metrics::{frechet_distance, ms_ssim, psnr, DistsMetric, FvdFeatures, LpipsMetric};
@@ -40,7 +32,7 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let o = KeyValues::parse(std::env::args().skip(1))?;
+    let o = KeyValues::parse(args_or_usage(include_str!("../../docs/usage/gvc-eval.md")))?;
     let frames: usize = o.value("frames", 32)?;
     let out_dir = PathBuf::from(o.string("out", "out/eval"));
     let model_dir = GvcModel::resolve(&o.string("model", &gstgvc::video::default_model()))?;

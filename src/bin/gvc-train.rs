@@ -1,24 +1,7 @@
-//! Trains gvc's own networks on the CPU (or a GPU when libtorch sees one), stage by stage.
-//!
-//! `gvc-train <stage> [--model-dir models/gvc-small] [--steps N] [--batch B] [--crop C]
-//!  [--lr LR] [--seed S] [--minutes M] [--threads T]`; stages: `autoencoder` (also
-//! `--perceptual alexnet|vgg16 --perceptual-weight W --perceptual-layers L`), `decoder` (the
-//! latent decoder alone on the frozen codec's ŷ, autoencoder's options and `--frames F`), `codec`
-//! (also `--frames F` or `--frames F0,F1,…` (cascade length per QP), `--lambdas λ0,λ1,…`,
-//! `--align-floor W`, `--align-warmup share`, `--distortion latent|pixel` with
-//! `--perceptual-weight W --latent-anchor A` for pixel, `--rate-proxy noise|rounded`,
-//! `--table-lr-factor F` for the per-QP scale tables, `--qps Q0,Q1,…` to train those rate points
-//! only, `--tables-only true` to freeze the networks and train the per-QP tables alone),
-//! `diffusion` (also `--start-share S`: that share of each batch trained from ŷ at the
-//! decoder's start step; `--sampled-perceptual W [--lpips-weight L] [--perceptual alexnet|vgg16]
-//! [--sample-steps DS]`: W · (L1 + L · LPIPS) on D of the decoder's own sampled output), then
-//! `export` writes the f16 `weights.safetensors` that inference loads.
-//! `codec-check [--batches N]` prints the codec's per-QP rate, latent MSE and pixel PSNR on
-//! training crops without training.
-//! Training resumes from the weights and step counter in the model folder.
+#![doc = include_str!("../../docs/usage/gvc-train.md")]
 
 use anyhow::{bail, Context, Result};
-use gstgvc::cli::KeyValues;
+use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::model::lpips::Backbone;
 use gstgvc::training::{self, autoencoder, codec, diffusion, StageOptions, TrainingClips};
 use std::path::PathBuf;
@@ -79,7 +62,7 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = args_or_usage(include_str!("../../docs/usage/gvc-train.md")).into_iter();
     let stage = args.next().context("usage: gvc-train <stage> [--key value]…")?;
     let o = KeyValues::parse(args)?;
     let threads: i32 = o.value("threads", 2)?;
