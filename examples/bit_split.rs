@@ -42,8 +42,8 @@ fn main() -> Result<()> {
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());
         println!("| frame | type | unit bytes | parts | PSNR |");
         println!("|---|---|---|---|---|");
-        // (frame type, part) → (sum of bytes, count)
-        let mut means: BTreeMap<(&str, &str), (f64, usize)> = BTreeMap::new();
+        // (frame type, part) → sum of bytes (a checkerboard codes a part in two passes)
+        let mut sums: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         let mut units: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut psnr_sum = 0.0;
         for t in 0..n {
@@ -58,9 +58,7 @@ fn main() -> Result<()> {
                 })
                 .collect();
             for p in &e.bit_split {
-                let m = means.entry((kind, p.part)).or_default();
-                m.0 += p.bits / 8.0;
-                m.1 += 1;
+                *sums.entry((kind, p.part)).or_default() += p.bits / 8.0;
             }
             let u = units.entry(kind).or_default();
             u.0 += e.data.len();
@@ -77,10 +75,10 @@ fn main() -> Result<()> {
             units.get("I").map_or(0, |u| u.1)
         );
         for (kind, (bytes, count)) in &units {
-            let parts: Vec<String> = means
+            let parts: Vec<String> = sums
                 .iter()
                 .filter(|((k, _), _)| k == kind)
-                .map(|((_, p), (b, c))| format!("{p} {:.1}", b / *c as f64))
+                .map(|((_, p), b)| format!("{p} {:.1}", b / *count as f64))
                 .collect();
             let mean = *bytes as f64 / *count as f64;
             println!(

@@ -78,7 +78,7 @@ fn code_bits(model: &GvcModel, x: &Tensor, qp: i64) -> (f64, Tensor, Tensor) {
     let intra = &model.intra;
     let code = intra.analysis(&model.autoencoder.encoder.encode(x), qp);
     let z_hat = intra.hyper.analysis(&code, qp).round();
-    let (mean, scale) = intra.entropy_params(&z_hat, qp, code.size()[2], code.size()[3]);
+    let (mean, scale) = intra.prior(&z_hat, qp, code.size()[2], code.size()[3]).params_for(&code, Tensor::round);
     let code_hat = (&code - &mean).round() + &mean;
     (intra.hyper.z_bits(&z_hat, qp).double_value(&[]), gaussian_bits(&code_hat, &mean, &scale), scale)
 }

@@ -57,7 +57,12 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
         },
         table_lr_factor: o.value("table-lr-factor", 1.0)?,
         qps: o.list("qps")?,
-        tables_only: o.value("tables-only", false)?,
+        trained: match (o.value("tables-only", false)?, o.value("spatial-prior-only", false)?) {
+            (false, false) => codec::Trained::All,
+            (true, false) => codec::Trained::Tables,
+            (false, true) => codec::Trained::SpatialPrior,
+            (true, true) => bail!("--tables-only and --spatial-prior-only exclude each other"),
+        },
     })
 }
 

@@ -8,7 +8,7 @@
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
 use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
-use crate::model::codec::TemporalContext;
+use crate::model::codec::{split_params, CheckerboardPrior, CodePrior, TemporalContext};
 use crate::model::entropy_model::Hyperprior;
 use crate::model::gvc::GvcModel;
 use crate::model::spynet::SpyNet;
@@ -127,6 +127,44 @@ impl Coder<'_, '_> {
             Coder::Decode(dec) => decode_tensor(gc, dec, mean, indices),
         }
     }
+
+    /// Codes the entries of `x` where `mask` (broadcast to `mean`'s shape) is 1, in raster
+    /// order; returns their reconstruction with zeros elsewhere.
+    fn code_masked(
+        &mut self,
+        part: &'static str,
+        gc: &GaussianConditional,
+        x: Option<&Tensor>,
+        (mean, scale): (&Tensor, &Tensor),
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let selected = mask.expand_as(mean).to_kind(Kind::Bool);
+        let pick = |t: &Tensor| t.masked_select(&selected);
+        let values = x.map(pick);
+        let recon = self.code(part, gc, values.as_ref(), &pick(mean), &scale_indices(gc, &pick(scale)))?;
+        Ok(mean.zeros_like().masked_scatter(&selected, &recon))
+    }
+
+    /// Codes a code tensor under its prior: in one pass, or in the checkerboard's two (the
+    /// anchors first, then the rest under parameters refined from the decoded anchors).
+    fn code_under(
+        &mut self,
+        part: &'static str,
+        gc: &GaussianConditional,
+        x: Option<&Tensor>,
+        prior: &CodePrior,
+    ) -> Result<Tensor> {
+        let (mean, scale) = split_params(&prior.first);
+        let Some(spatial) = prior.spatial else {
+            return self.code(part, gc, x, &mean, &scale_indices(gc, &scale));
+        };
+        let (_, _, h, w) = mean.size4()?;
+        let anchors = CheckerboardPrior::anchors(h, w, mean.device());
+        let anchors_hat = self.code_masked(part, gc, x, (&mean, &scale), &anchors)?;
+        let (mean, scale) = spatial.params(&prior.first, &anchors_hat, &anchors);
+        let rest = self.code_masked(part, gc, x, (&mean, &scale), &(1.0 - &anchors))?;
+        Ok(anchors_hat + rest)
+    }
 }
 
 /// Encoder-side values of one coded tensor pair: (code, hyper-latent z). The decoder has none.
@@ -160,8 +198,8 @@ impl FrameCodec<'_> {
     fn intra(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<(Tensor, Tensor)> {
         let m = &self.model.intra;
         let z_hat = self.hyper_latent(coder, "intra z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
-        let code = coder.code("intra code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let prior = m.prior(&z_hat, qp, code_hw.0, code_hw.1);
+        let code = coder.code_under("intra code", self.gc, a.map(|a| a.0), &prior)?;
         Ok((m.synthesis(&code, qp), code))
     }
 
@@ -169,8 +207,8 @@ impl FrameCodec<'_> {
     fn motion(&self, coder: &mut Coder, qp: i64, code_hw: (i64, i64), a: Analysis) -> Result<Tensor> {
         let m = &self.model.motion;
         let z_hat = self.hyper_latent(coder, "motion z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, qp, code_hw.0, code_hw.1);
-        let code = coder.code("motion code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let prior = m.prior(&z_hat, qp, code_hw.0, code_hw.1);
+        let code = coder.code_under("motion code", self.gc, a.map(|a| a.0), &prior)?;
         Ok(m.synthesis(&code, qp))
     }
 
@@ -186,8 +224,8 @@ impl FrameCodec<'_> {
     ) -> Result<(Tensor, Tensor)> {
         let m = &self.model.contextual;
         let z_hat = self.hyper_latent(coder, "contextual z", &m.hyper, qp, a.map(|a| a.1), code_hw)?;
-        let (mean, scale) = m.entropy_params(&z_hat, qp, ctx, &reference.code);
-        let code = coder.code("contextual code", self.gc, a.map(|a| a.0), &mean, &scale_indices(self.gc, &scale))?;
+        let prior = m.prior(&z_hat, qp, ctx, &reference.code);
+        let code = coder.code_under("contextual code", self.gc, a.map(|a| a.0), &prior)?;
         Ok((m.synthesis(&code, ctx, qp), code))
     }
 }
@@ -237,6 +275,11 @@ pub struct EncodedFrame {
     /// Where the frame's bits went, per coded tensor.
     pub bit_split: BitSplit,
 }
+
+/// A P-frame is a restart candidate only above this multiple of the GOP's first P-frame: on
+/// hard motion P-frames vary by a quarter without any drift (bikes at QP 2: 1,679 then 2,058
+/// bytes), while a scene cut or a drifted chain costs several times the first P-frame.
+const RESTART_CANDIDATE_RATIO: f64 = 1.5;
 
 /// Adaptive intra's byte balance for a P-frame that costs more than the GOP's first P-frame:
 /// restarting (this frame as an I-frame, then a first P-frame) against two such P-frames.
@@ -353,13 +396,18 @@ impl EncoderSession {
         match self.first_p_bytes {
             // Restarting costs the I-frame now and, next, a first P-frame that lifts the quality
             // back to the P-frames' level (measured: the last first P-frame after an I-frame);
-            // going on costs about this P-frame twice. Only a P-frame dearer than that first
-            // P-frame is a candidate (a scene cut, or a chain that drifted): on hard motion
+            // going on costs about this P-frame twice. Only a P-frame clearly dearer than that
+            // first P-frame is a candidate (a scene cut, or a chain that drifted): on hard motion
             // (bikes) every P-frame may cost more than an I-frame, and restarting there
             // trades P-frames for I-frames a few dB worse at the same QP. The first P-frame
             // after an I-frame is never replaced, so every GOP measures its restart cost and
             // cannot loop on I-frames.
-            Some(restart_p) if !intra && !first_p && self.adaptive_intra && chosen.data.len() > restart_p => {
+            Some(restart_p)
+                if !intra
+                    && !first_p
+                    && self.adaptive_intra
+                    && chosen.data.len() as f64 > RESTART_CANDIDATE_RATIO * restart_p as f64 =>
+            {
                 let intra = self.code_frame(&x, &y, true)?;
                 if restart_pays(chosen.data.len(), restart_p, intra.data.len()) {
                     chosen = intra;

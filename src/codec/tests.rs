@@ -48,6 +48,56 @@ fn encoder_reconstruction_equals_decoder_output_without_diffusion() {
     }
 }
 
+/// A tiny random model coding intra and contextual codes in two checkerboard passes, with
+/// the spatial priors' zero-started output layers scaled by `out_scale` (0: as initialised).
+fn checkerboard_model(out_scale: f64) -> Arc<GvcModel> {
+    let dir = std::env::temp_dir().join(format!("gvc-checkerboard-{out_scale}-{}", std::process::id()));
+    let mut cfg = tiny_config();
+    cfg.codec.checkerboard = true;
+    GvcModel::random(cfg, 7, Device::Cpu).save(&dir).unwrap();
+    let weights = dir.join("weights.safetensors");
+    tch::manual_seed(11);
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k.contains(".spatial_prior.out.") { v.randn_like() * out_scale } else { v };
+            (k, v)
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, &weights).unwrap();
+    let model = GvcModel::load(&dir, Device::Cpu).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    Arc::new(model)
+}
+
+#[test]
+fn checkerboard_passes_stay_bit_exact_and_the_second_uses_the_first() {
+    let frames = real_frames(6);
+    let mut sizes = Vec::new();
+    for out_scale in [0.0, 0.5] {
+        let model = checkerboard_model(out_scale);
+        let mut enc = EncoderSession::new(model.clone(), &params(176, 144, 0, 0)).unwrap();
+        let mut dec = DecoderSession::new(model);
+        let mut bytes = Vec::new();
+        for i in 0..6 {
+            let e = enc.encode(&frames.narrow(0, i, 1), false).unwrap();
+            let passes =
+                e.bit_split.iter().filter(|p| p.part.ends_with(" code") && !p.part.starts_with("motion")).count();
+            assert_eq!(passes, 2, "frame {i}: {:?}", e.bit_split);
+            let d = dec.decode(&e.data).unwrap();
+            assert!(
+                d.picture.equal(&e.reconstruction),
+                "frame {i}: decoder output differs from encoder reconstruction"
+            );
+            bytes.push(e.data.len());
+        }
+        sizes.push(bytes);
+    }
+    // The refined parameters change what the second pass costs.
+    assert_ne!(sizes[0], sizes[1]);
+}
+
 #[test]
 fn p_frame_without_reference_and_foreign_model_are_refused() {
     let model = Arc::new(GvcModel::random(tiny_config(), 7, Device::Cpu));

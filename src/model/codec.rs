@@ -4,11 +4,15 @@
 //! prior) modules for P-frames; per-QP learned quantization scales q_enc/q_dec.
 
 use super::entropy_model::{clamp_passing_gradient, Hyperprior, RATE_PARAMETER_GROUP};
-use super::layers::{conv, flow_warp, ResBlock, SubpelConv};
+use super::layers::{conv, flow_warp, ExactPointwiseConv, ResBlock, SubpelConv};
 use crate::codec::entropy::{SCALE_MAX, SCALE_MIN};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// Variable group of the checkerboard spatial priors (trainable alone, `gvc-train codec
+/// --spatial-prior-only`).
+pub const SPATIAL_PRIOR_GROUP: usize = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CodecConfig {
@@ -32,6 +36,11 @@ pub struct CodecConfig {
     /// intra-qp-offset=K`. Empty: 0 everywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intra_qp_offset_per_qp: Vec<u8>,
+    /// Intra and contextual codes are coded in two checkerboard passes, the second with a
+    /// spatial prior on the first (`CheckerboardPrior`). Off: one pass under the hyper and
+    /// temporal priors alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkerboard: bool,
 }
 
 impl CodecConfig {
@@ -82,6 +91,67 @@ pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
     (p.narrow(1, 0, c), log_scale.exp())
 }
 
+/// Two-pass checkerboard spatial prior (He et al., CVPR 2021; DCVC-DC codes four quadtree
+/// passes, two are enough at our rates): the anchors, where row + column is even, are coded
+/// under the first-pass (hyper and temporal) parameters; the other half's parameters are
+/// refined from the decoded anchors around them. The refinement's output layer starts at
+/// zero, so an untrained prior codes exactly as the first pass.
+#[derive(Debug)]
+pub struct CheckerboardPrior {
+    context: nn::Conv2D,
+    fuse: ExactPointwiseConv,
+    out: ExactPointwiseConv,
+}
+
+impl CheckerboardPrior {
+    pub fn new(p: nn::Path, code: i64) -> Self {
+        let p = p.set_group(SPATIAL_PRIOR_GROUP);
+        Self {
+            context: conv(&p / "context", code, 2 * code, 3, 1),
+            fuse: ExactPointwiseConv::new(&p / "fuse", 4 * code, 2 * code, false),
+            out: ExactPointwiseConv::new(&p / "out", 2 * code, 2 * code, true),
+        }
+    }
+
+    /// 1 at the first pass's positions of an h × w code grid, 0 elsewhere: (1, 1, h, w).
+    pub fn anchors(h: i64, w: i64, device: Device) -> Tensor {
+        let rows = Tensor::arange(h, (Kind::Int64, device)).view([h, 1]);
+        let cols = Tensor::arange(w, (Kind::Int64, device)).view([1, w]);
+        (rows + cols).remainder(2).eq(0).to_kind(Kind::Float).view([1, 1, h, w])
+    }
+
+    /// (μ, σ) at every position: the first pass's raw parameters `first` at the anchors,
+    /// refined from the decoded anchors elsewhere. Only the anchors of `code_hat` are read.
+    pub fn params(&self, first: &Tensor, code_hat: &Tensor, anchors: &Tensor) -> (Tensor, Tensor) {
+        let context = self.context.forward(&(code_hat * anchors)).leaky_relu();
+        let h = self.fuse.forward(&Tensor::cat(&[first, &context], 1)).leaky_relu();
+        let refined = first + self.out.forward(&h);
+        split_params(&(first * anchors + refined * (1.0 - anchors)))
+    }
+}
+
+/// Entropy parameters of a code: the first pass's raw (μ, σ) channels and, with a
+/// checkerboard, the prior of its second pass.
+pub struct CodePrior<'a> {
+    pub first: Tensor,
+    pub spatial: Option<&'a CheckerboardPrior>,
+}
+
+impl CodePrior<'_> {
+    /// (μ, σ) at every position of a known code (training, diagnostics), quantized by
+    /// `round` around the mean as the coder does: with a checkerboard, the second pass's
+    /// parameters come from the first pass's reconstruction of the anchors.
+    pub fn params_for(&self, code: &Tensor, round: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+        let (mean, scale) = split_params(&self.first);
+        let Some(spatial) = self.spatial else {
+            return (mean, scale);
+        };
+        let (_, _, h, w) = mean.size4().expect("4-D code");
+        let anchors = CheckerboardPrior::anchors(h, w, mean.device());
+        spatial.params(&self.first, &(round(&(code - &mean)) + &mean), &anchors)
+    }
+}
+
 #[derive(Debug)]
 pub struct IntraCodec {
     enc: Vec<nn::Conv2D>,
@@ -92,6 +162,7 @@ pub struct IntraCodec {
     dec_out: nn::Conv2D,
     pub hyper: Hyperprior,
     pub scales: QuantScales,
+    spatial_prior: Option<CheckerboardPrior>,
 }
 
 impl IntraCodec {
@@ -106,6 +177,7 @@ impl IntraCodec {
             dec_out: conv(&p / "dec_out", n, latent, 3, 1),
             hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m, cfg.num_qps),
             scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
+            spatial_prior: cfg.checkerboard.then(|| CheckerboardPrior::new(&p / "spatial_prior", m)),
         }
     }
 
@@ -117,8 +189,8 @@ impl IntraCodec {
     }
 
     /// Entropy parameters of the code from the decoded hyper-latent.
-    pub fn entropy_params(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> (Tensor, Tensor) {
-        split_params(&self.hyper.synthesis(z_hat, qp, h, w))
+    pub fn prior(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> CodePrior<'_> {
+        CodePrior { first: self.hyper.synthesis(z_hat, qp, h, w), spatial: self.spatial_prior.as_ref() }
     }
 
     /// Decoded code → reconstructed latent ŷ.
@@ -158,9 +230,10 @@ impl MotionCodec {
         }
     }
 
-    /// (μ, σ) of the MV code from its hyper-latent.
-    pub fn entropy_params(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> (Tensor, Tensor) {
-        split_params(&self.hyper.synthesis(z_hat, qp, h, w))
+    /// Entropy parameters of the MV code from its hyper-latent (one pass: motion codes are
+    /// a few bytes a frame).
+    pub fn prior(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> CodePrior<'_> {
+        CodePrior { first: self.hyper.synthesis(z_hat, qp, h, w), spatial: None }
     }
 
     fn q(&self, qp: i64) -> Tensor {
@@ -200,6 +273,7 @@ pub struct ContextualCodec {
     pub hyper: Hyperprior,
     temporal_prior: Vec<nn::Conv2D>,
     pub scales: QuantScales,
+    spatial_prior: Option<CheckerboardPrior>,
 }
 
 /// Multi-scale temporal contexts of one P-frame.
@@ -233,6 +307,7 @@ impl ContextualCodec {
                 conv(&p / "temporal_prior" / 1, 2 * m, 2 * m, 3, 1),
             ],
             scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
+            spatial_prior: cfg.checkerboard.then(|| CheckerboardPrior::new(&p / "spatial_prior", m)),
         }
     }
 
@@ -252,18 +327,13 @@ impl ContextualCodec {
         self.enc_fuse.forward(&Tensor::cat(&[&h, &ctx.c1], 1)) * self.scales.enc(qp)
     }
 
-    /// (μ, σ) of the code from the hyperprior, C̄¹ and the previous frame's decoded code.
-    pub fn entropy_params(
-        &self,
-        z_hat: &Tensor,
-        qp: i64,
-        ctx: &TemporalContext,
-        prev_code: &Tensor,
-    ) -> (Tensor, Tensor) {
+    /// Entropy parameters of the code from the hyperprior, C̄¹ and the previous frame's
+    /// decoded code.
+    pub fn prior(&self, z_hat: &Tensor, qp: i64, ctx: &TemporalContext, prev_code: &Tensor) -> CodePrior<'_> {
         let (_, _, ch, cw) = prev_code.size4().expect("4-D code");
         let h = Tensor::cat(&[&self.hyper.synthesis(z_hat, qp, ch, cw), &ctx.c1, prev_code], 1);
         let h = self.temporal_prior[0].forward(&h).leaky_relu();
-        split_params(&self.temporal_prior[1].forward(&h))
+        CodePrior { first: self.temporal_prior[1].forward(&h), spatial: self.spatial_prior.as_ref() }
     }
 
     pub fn synthesis(&self, code_hat: &Tensor, ctx: &TemporalContext, qp: i64) -> Tensor {

@@ -25,6 +25,31 @@ pub fn zero_init_conv(p: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
+/// 1×1 conv whose output does not depend on the intra-op thread count. libtorch runs a 1×1
+/// convolution as a BLAS product whose summation order follows the threads (outputs differ in
+/// the last bits between 1 and 2 threads) but a 3×3 one through a kernel that does not, so the
+/// 1×1 kernel is applied zero-padded to 3×3. The entropy path must give the encoder and the
+/// decoder the same means whatever their thread counts. Parameters as `nn::Conv2D`'s.
+#[derive(Debug)]
+pub struct ExactPointwiseConv {
+    ws: Tensor,
+    bs: Tensor,
+}
+
+impl ExactPointwiseConv {
+    /// `zero_init`: weights and bias start at zero (a new branch that starts as a no-op).
+    pub fn new(p: nn::Path, cin: i64, cout: i64, zero_init: bool) -> Self {
+        let c = if zero_init { zero_init_conv(p, cin, cout, 1) } else { conv(p, cin, cout, 1, 1) };
+        Self { ws: c.ws, bs: c.bs.expect("conv with bias") }
+    }
+}
+
+impl Module for ExactPointwiseConv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(&self.ws.constant_pad_nd([1, 1, 1, 1]), Some(&self.bs), [1, 1], [1, 1], [1, 1], 1)
+    }
+}
+
 /// 2× up-sampling by sub-pixel convolution.
 #[derive(Debug)]
 pub struct SubpelConv {

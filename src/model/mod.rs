@@ -76,6 +76,7 @@ impl ModelConfig {
                 num_qps: 4,
                 lambdas: vec![64.0, 16.0, 4.0, 1.0],
                 intra_qp_offset_per_qp: Vec::new(),
+                checkerboard: false,
             },
             denoiser: DenoiserConfig {
                 channels: [8, 16],

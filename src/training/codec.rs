@@ -7,7 +7,7 @@
 //! latent decoder D with a perceptual term (RDP).
 
 use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
-use crate::model::codec::{ContextualCodec, IntraCodec, MotionCodec};
+use crate::model::codec::{CodePrior, ContextualCodec, IntraCodec, MotionCodec, SPATIAL_PRIOR_GROUP};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior, RATE_PARAMETER_GROUP};
 use crate::model::gvc::GvcModel;
 use crate::model::layers::flow_warp;
@@ -42,9 +42,30 @@ pub struct Options {
     pub table_lr_factor: f64,
     /// The rate points trained (each step draws one); None: every QP.
     pub qps: Option<Vec<i64>>,
-    /// Train the per-QP scale tables only, the networks frozen: a rate point added to a
+    /// Which variables train.
+    pub trained: Trained,
+}
+
+/// The variables a codec run trains; the rest stay frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trained {
+    All,
+    /// The per-QP scale tables (`RATE_PARAMETER_GROUP`) alone: a rate point added to a
     /// trained model learns its own rows while every other rate point stays bit-exact.
-    pub tables_only: bool,
+    Tables,
+    /// The checkerboard spatial priors (`SPATIAL_PRIOR_GROUP`) alone: added to a trained
+    /// model, they can only lower the second pass's rate, every transform stays as it is.
+    SpatialPrior,
+}
+
+impl Trained {
+    fn group(self) -> Option<usize> {
+        match self {
+            Trained::All => None,
+            Trained::Tables => Some(RATE_PARAMETER_GROUP),
+            Trained::SpatialPrior => Some(SPATIAL_PRIOR_GROUP),
+        }
+    }
 }
 
 /// What the rate–distortion loss measures.
@@ -106,31 +127,28 @@ impl Options {
 }
 
 /// The decoder-side code, the rate of a (code, z) pair and the part of it spent on z.
-fn code_with_hyperprior(
+fn code_with_hyperprior<'p>(
     hyper: &Hyperprior,
     code: &Tensor,
     qp: i64,
     quant: Quantization,
-    params: impl Fn(&Tensor) -> (Tensor, Tensor),
+    prior: impl Fn(&Tensor) -> CodePrior<'p>,
 ) -> (Tensor, Tensor, Tensor) {
     let z = hyper.analysis(code, qp);
-    match quant {
-        Quantization::Train => {
-            let z_bits = hyper.z_bits(&noisy(&z), qp);
-            let (mean, scale) = params(&ste_round(&z));
-            let bits = gaussian_bits(&noisy(code), &mean, &scale).sum(Kind::Float) + &z_bits;
-            (ste_round(&(code - &mean)) + &mean, bits, z_bits)
-        }
+    let round = |x: &Tensor| if quant == Quantization::Hard { x.round() } else { ste_round(x) };
+    let (z_hat, z_bits) = match quant {
+        Quantization::Train => (ste_round(&z), hyper.z_bits(&noisy(&z), qp)),
         Quantization::Hard | Quantization::TrainRounded => {
-            let round = |x: &Tensor| if quant == Quantization::Hard { x.round() } else { ste_round(x) };
             let z_hat = round(&z);
-            let (mean, scale) = params(&z_hat);
-            let code_hat = round(&(code - &mean)) + &mean;
             let z_bits = hyper.z_bits(&z_hat, qp);
-            let bits = gaussian_bits(&code_hat, &mean, &scale).sum(Kind::Float) + &z_bits;
-            (code_hat, bits, z_bits)
+            (z_hat, z_bits)
         }
-    }
+    };
+    let (mean, scale) = prior(&z_hat).params_for(code, round);
+    let code_hat = round(&(code - &mean)) + &mean;
+    let rated = if quant == Quantization::Train { noisy(code) } else { code_hat.shallow_clone() };
+    let bits = gaussian_bits(&rated, &mean, &scale).sum(Kind::Float) + &z_bits;
+    (code_hat, bits, z_bits)
 }
 
 /// The codec's trainable networks (names as in `GvcModel`).
@@ -176,7 +194,7 @@ pub fn code_sequence(
     let code = nets.intra.analysis(&ys[0], qp);
     let (ch, cw) = (code.size()[2], code.size()[3]);
     let (code_hat, bits, side_bits) =
-        code_with_hyperprior(&nets.intra.hyper, &code, qp, quant, |z| nets.intra.entropy_params(z, qp, ch, cw));
+        code_with_hyperprior(&nets.intra.hyper, &code, qp, quant, |z| nets.intra.prior(z, qp, ch, cw));
     let y0 = nets.intra.synthesis(&code_hat, qp);
     // The intra codec learns from its own loss only (DiffVC's intra codec is a separate,
     // pretrained image codec): P-frame gradients must not turn ŷ₀ into a feature map.
@@ -186,12 +204,12 @@ pub fn code_sequence(
     for t in 1..ys.len() {
         let mv = nets.motion.analysis(&flows[t - 1], qp);
         let (mv_hat, mv_bits, mv_side_bits) =
-            code_with_hyperprior(&nets.motion.hyper, &mv, qp, quant, |z| nets.motion.entropy_params(z, qp, ch, cw));
+            code_with_hyperprior(&nets.motion.hyper, &mv, qp, quant, |z| nets.motion.prior(z, qp, ch, cw));
         let flow_hat = nets.motion.synthesis(&mv_hat, qp);
         let ctx = nets.contextual.temporal_context(&y_hat, &flow_hat);
         let code = nets.contextual.analysis(&ys[t], &ctx, qp);
         let (code_hat, bits, side_bits) = code_with_hyperprior(&nets.contextual.hyper, &code, qp, quant, |z| {
-            nets.contextual.entropy_params(z, qp, &ctx, &prev_code)
+            nets.contextual.prior(z, qp, &ctx, &prev_code)
         });
         y_hat = nets.contextual.synthesis(&code_hat, &ctx, qp);
         prev_code = code_hat;
@@ -240,16 +258,16 @@ impl FrozenCodec {
     }
 }
 
-/// Takes every variable outside the per-QP tables out of training; returns how many.
-fn freeze_networks(vs: &nn::VarStore) -> usize {
+/// Takes every variable outside `group` out of training; returns how many.
+fn train_group_only(vs: &nn::VarStore, group: usize) -> usize {
     let mut variables = vs.variables_.lock().expect("var store lock");
     let before = variables.trainable_variables.len();
     variables.trainable_variables.retain(|v| {
-        let table = v.group == RATE_PARAMETER_GROUP;
-        if !table {
+        let trained = v.group == group;
+        if !trained {
             let _ = v.tensor.set_requires_grad(false);
         }
-        table
+        trained
     });
     before - variables.trainable_variables.len()
 }
@@ -294,8 +312,9 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[codec] {restored} tensors restored, resuming at step {}", run.step);
-    if opt.tables_only {
-        eprintln!("[codec] networks frozen: {} tensors, only the per-QP tables train", freeze_networks(&vs));
+    if let Some(group) = opt.trained.group() {
+        let frozen = train_group_only(&vs, group);
+        eprintln!("[codec] {frozen} tensors frozen, only the {:?} train", opt.trained);
     }
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
@@ -472,27 +491,37 @@ pub fn check(data: &TrainingClips, opt: &Options, batches: usize) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::codec::CheckerboardPrior;
 
+    /// With and without a checkerboard spatial prior (its zero-started output layer set to
+    /// random values, so the second pass differs from the first).
     #[test]
     fn rounded_rate_proxy_is_the_coders_rate_with_gradients() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let hyper = Hyperprior::new(vs.root() / "hyper", 8, 8, 16, 2);
-        let code = (Tensor::randn([2, 8, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).set_requires_grad(true);
-        let params = |z_hat: &Tensor| {
-            let p = hyper.synthesis(z_hat, 1, 8, 8);
-            (p.narrow(1, 0, 8), p.narrow(1, 8, 8).exp())
-        };
-        let (hard_code, hard_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Hard, params);
-        let (code_hat, bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::TrainRounded, params);
-        let (_, noise_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Train, params);
-        assert!(code_hat.equal(&hard_code));
-        assert_eq!(bits.double_value(&[]), hard_bits.double_value(&[]));
-        assert_ne!(noise_bits.double_value(&[]), hard_bits.double_value(&[]));
-        // The coder's rounding has no gradient; the rounded proxy passes one to the code.
-        bits.backward();
-        let grad = code.grad().abs().sum(Kind::Float).double_value(&[]);
-        assert!(grad.is_finite() && grad > 0.0, "no gradient to the code: {grad}");
+        let spatial = CheckerboardPrior::new(vs.root() / "spatial_prior", 8);
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                if name.starts_with("spatial_prior.out.") {
+                    v.copy_(&(v.randn_like() * 0.1));
+                }
+            }
+        });
+        for spatial in [None, Some(&spatial)] {
+            let code = (Tensor::randn([2, 8, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).set_requires_grad(true);
+            let prior = |z_hat: &Tensor| CodePrior { first: hyper.synthesis(z_hat, 1, 8, 8), spatial };
+            let (hard_code, hard_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Hard, prior);
+            let (code_hat, bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::TrainRounded, prior);
+            let (_, noise_bits, _) = code_with_hyperprior(&hyper, &code, 1, Quantization::Train, prior);
+            assert!(code_hat.equal(&hard_code));
+            assert_eq!(bits.double_value(&[]), hard_bits.double_value(&[]));
+            assert_ne!(noise_bits.double_value(&[]), hard_bits.double_value(&[]));
+            // The coder's rounding has no gradient; the rounded proxy passes one to the code.
+            bits.backward();
+            let grad = code.grad().abs().sum(Kind::Float).double_value(&[]);
+            assert!(grad.is_finite() && grad > 0.0, "no gradient to the code: {grad}");
+        }
     }
 
     fn options(frames: &[i64]) -> Options {
@@ -514,7 +543,7 @@ mod tests {
             rate_proxy: Quantization::Train,
             table_lr_factor: 1.0,
             qps: None,
-            tables_only: false,
+            trained: Trained::All,
         }
     }
 
@@ -524,7 +553,8 @@ mod tests {
     fn tables_only_training_moves_the_named_rate_point_alone() {
         let (data, stage) = crate::training::tiny_stage("codec-tables-only");
         let dir = stage.model_dir.clone();
-        let opt = Options { stage, qps: Some(vec![3]), tables_only: true, table_lr_factor: 50.0, ..options(&[3]) };
+        let opt =
+            Options { stage, qps: Some(vec![3]), trained: Trained::Tables, table_lr_factor: 50.0, ..options(&[3]) };
         train(&data, &opt).unwrap();
         let shipped: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
@@ -543,6 +573,38 @@ mod tests {
             moved_rows += usize::from(!v.get(3).equal(&before.get(3)));
         }
         assert!(moved_rows > 0, "no table row of QP 3 trained");
+    }
+
+    /// Checkerboard priors added to a trained model (config switched on, weights without
+    /// them) train alone: every other tensor stays as shipped.
+    #[test]
+    fn spatial_prior_only_training_moves_the_spatial_priors_alone() {
+        let (data, stage) = crate::training::tiny_stage("codec-spatial-prior-only");
+        let dir = stage.model_dir.clone();
+        let mut cfg = ModelConfig::load(&dir).unwrap();
+        cfg.codec.checkerboard = true;
+        cfg.save(&dir).unwrap();
+        let opt = Options { stage, trained: Trained::SpatialPrior, ..options(&[3]) };
+        train(&data, &opt).unwrap();
+        let shipped: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
+        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut moved = Vec::new();
+        for (k, v) in &trained {
+            match shipped.get(k) {
+                Some(before) => assert!(v.equal(&before.to_kind(v.kind())), "{k} is not a spatial prior and moved"),
+                None => {
+                    assert!(k.contains(".spatial_prior."), "{k} is new but no spatial prior");
+                    moved.push(k.clone());
+                }
+            }
+        }
+        for codec in ["intra", "contextual"] {
+            let out = trained.iter().find(|(k, _)| *k == format!("{codec}.spatial_prior.out.weight")).unwrap();
+            assert!(out.1.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{codec}'s spatial prior did not train");
+        }
+        assert_eq!(moved.len(), 12, "{moved:?}");
     }
 
     #[test]
