@@ -159,3 +159,19 @@ for seed in 15 16 17 18; do
     $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 1e-4 --sampled-perceptual 1 --seed $seed --minutes 45
     $train export --model-dir $dir
 done
+
+# Session 20: a two-pass checkerboard spatial prior for the intra and the contextual codes
+# ("checkerboard": true in config.json), added to the shipped model and trained alone: every
+# other tensor frozen and byte-identical, the priors' output layers starting at zero (so the
+# run starts from the one-pass model's rates). Latent distortion at λ / 10 (the distortion only
+# sees the prior through where the second pass rounds). logs/codec-20.log.
+python3 - "$dir/config.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["codec"]["checkerboard"] = True
+json.dump(cfg, open(sys.argv[1], "w"), indent=2)
+open(sys.argv[1], "a").write("\n")
+PY
+rm -f $dir/checkpoints/codec.step
+$train codec --model-dir $dir --distortion latent --rate-proxy rounded --steps 600 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 5e-4 --lambdas 64,8,1,0.05,0.005 --align-floor 0.025 --align-warmup 0 --spatial-prior-only true --seed 20 --minutes 38
+$train export --model-dir $dir
