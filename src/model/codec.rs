@@ -230,8 +230,8 @@ impl MotionCodec {
         }
     }
 
-    /// Entropy parameters of the MV code from its hyper-latent (one pass: motion codes are
-    /// a few bytes a frame).
+    /// Entropy parameters of the MV code from its hyper-latent (one pass: the checkerboard
+    /// covers the intra and contextual codes, most of the bits at every rate point).
     pub fn prior(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> CodePrior<'_> {
         CodePrior { first: self.hyper.synthesis(z_hat, qp, h, w), spatial: None }
     }
