@@ -136,18 +136,14 @@ fn code_with_hyperprior<'p>(
 ) -> (Tensor, Tensor, Tensor) {
     let z = hyper.analysis(code, qp);
     let round = |x: &Tensor| if quant == Quantization::Hard { x.round() } else { ste_round(x) };
-    let (z_hat, z_bits) = match quant {
-        Quantization::Train => (ste_round(&z), hyper.z_bits(&noisy(&z), qp)),
-        Quantization::Hard | Quantization::TrainRounded => {
-            let z_hat = round(&z);
-            let z_bits = hyper.z_bits(&z_hat, qp);
-            (z_hat, z_bits)
-        }
-    };
+    // The noise proxy rates the noisy value, the rounded ones what the coder codes.
+    let rated =
+        |x: &Tensor, x_hat: &Tensor| if quant == Quantization::Train { noisy(x) } else { x_hat.shallow_clone() };
+    let z_hat = round(&z);
+    let z_bits = hyper.z_bits(&rated(&z, &z_hat), qp);
     let (mean, scale) = prior(&z_hat).params_for(code, round);
     let code_hat = round(&(code - &mean)) + &mean;
-    let rated = if quant == Quantization::Train { noisy(code) } else { code_hat.shallow_clone() };
-    let bits = gaussian_bits(&rated, &mean, &scale).sum(Kind::Float) + &z_bits;
+    let bits = gaussian_bits(&rated(code, &code_hat), &mean, &scale).sum(Kind::Float) + &z_bits;
     (code_hat, bits, z_bits)
 }
 
