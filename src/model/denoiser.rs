@@ -4,7 +4,7 @@
 //! cross-attention; no package ships CLIP, so the ratio goes through a learned sinusoidal
 //! embedding added to the timestep embedding and applied by FiLM in every residual block.
 
-use super::layers::{conv, zero_conv, zero_init_conv, SubpelConv};
+use super::layers::{conv, zero_init_conv, ExactPointwiseConv, SubpelConv};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -64,7 +64,7 @@ struct FilmResBlock {
     conv1: nn::Conv2D,
     conv2: nn::Conv2D,
     film: nn::Linear,
-    skip: Option<nn::Conv2D>,
+    skip: Option<ExactPointwiseConv>,
 }
 
 impl FilmResBlock {
@@ -73,7 +73,7 @@ impl FilmResBlock {
             conv1: conv(&p / "conv1", cin, cout, 3, 1),
             conv2: zero_init_conv(&p / "conv2", cout, cout, 3),
             film: nn::linear(&p / "film", embed, 2 * cout, Default::default()),
-            skip: (cin != cout).then(|| conv(&p / "skip", cin, cout, 1, 1)),
+            skip: (cin != cout).then(|| ExactPointwiseConv::new(&p / "skip", cin, cout, false)),
         }
     }
 
@@ -109,7 +109,7 @@ pub struct Denoiser {
     ctrl_down_conv: nn::Conv2D,
     ctrl_down1: FilmResBlock,
     ctrl_mid: FilmResBlock,
-    ctrl_zero: Vec<nn::Conv2D>,
+    ctrl_zero: Vec<ExactPointwiseConv>,
     embed: i64,
 }
 
@@ -137,9 +137,9 @@ impl Denoiser {
             ctrl_down1: FilmResBlock::new(&c / "down1", c1, c1, e),
             ctrl_mid: FilmResBlock::new(&c / "mid", c1, c1, e),
             ctrl_zero: vec![
-                zero_conv(&c / "zero" / 0, c0, c0),
-                zero_conv(&c / "zero" / 1, c1, c1),
-                zero_conv(&c / "zero" / 2, c1, c1),
+                ExactPointwiseConv::new(&c / "zero" / 0, c0, c0, true),
+                ExactPointwiseConv::new(&c / "zero" / 1, c1, c1, true),
+                ExactPointwiseConv::new(&c / "zero" / 2, c1, c1, true),
             ],
             embed: e,
         }

@@ -8,11 +8,6 @@ pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
-/// 1×1 conv whose weights start at zero, so a new branch starts as a no-op (ControlNet).
-pub fn zero_conv(p: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    zero_init_conv(p, cin, cout, 1)
-}
-
 /// Conv starting at zero: residual branches and output layers of the denoiser start as
 /// identity / zero output, which keeps early training stable (as in DDPM's U-Net).
 pub fn zero_init_conv(p: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
