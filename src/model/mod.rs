@@ -94,12 +94,20 @@ impl ModelConfig {
     }
 }
 
+/// Revision of the arithmetic by which the code turns a model into decoded values. The entropy
+/// model's means and scales must match the encoder's to the last bit, so a stream coded under
+/// another revision would decode to wrong values instead of being refused: bump this whenever a
+/// network's computation changes (1: `ExactPointwiseConv` as a matrix product, session 21).
+pub const NUMERICS_REVISION: u32 = 1;
+
 /// The model id written into every sequence header: FNV-1a 64 of the weights file followed
-/// by the config as compact JSON. Both decide what a decoder outputs (the config holds the
-/// diffusion schedule and start steps), so a change to either makes a new model.
+/// by the config as compact JSON and `numerics <NUMERICS_REVISION>`. All three decide what a
+/// decoder outputs (the config holds the diffusion schedule and start steps), so a change to
+/// any makes a new model.
 pub fn model_id(weights: &Path, config: &ModelConfig) -> Result<u64> {
     let mut bytes = std::fs::read(weights).with_context(|| format!("reading {}", weights.display()))?;
     bytes.extend(serde_json::to_vec(config)?);
+    bytes.extend(format!("numerics {NUMERICS_REVISION}").bytes());
     Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)))
 }
 
