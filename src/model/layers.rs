@@ -105,3 +105,27 @@ pub fn flow_warp(x: &Tensor, flow: &Tensor) -> Tensor {
 pub fn resize(x: &Tensor, h: i64, w: i64) -> Tensor {
     x.upsample_bilinear2d([h, w], false, None, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_pointwise_conv_is_a_1x1_conv_and_ignores_the_thread_count() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let layer = ExactPointwiseConv::new(vs.root(), 96, 64, false);
+        // Two images, and a non-contiguous view as the decoder's narrowed tensors can be.
+        let x = Tensor::randn([2, 17, 96, 23], (tch::Kind::Float, tch::Device::Cpu)).transpose(1, 2);
+        let reference = x.conv2d(&layer.ws, Some(&layer.bs), [1, 1], [0, 0], [1, 1], 1);
+        let threads = tch::get_num_threads();
+        tch::set_num_threads(1);
+        let one = layer.forward(&x);
+        tch::set_num_threads(2);
+        let two = layer.forward(&x);
+        tch::set_num_threads(threads);
+        assert_eq!(one.size(), [2, 64, 17, 23]);
+        let err = (&one - &reference).abs().max().double_value(&[]);
+        assert!(err < 1e-5, "differs from the 1×1 convolution by {err}");
+        assert!(one.equal(&two), "1 and 2 threads give different outputs");
+    }
+}
