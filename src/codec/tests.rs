@@ -230,6 +230,7 @@ fn child_decode_from_file() {
 
 #[test]
 fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
+    let _threads = crate::model::THREAD_COUNT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let model = shipped_model();
     let frames = real_frames(16);
     tch::set_num_threads(2);

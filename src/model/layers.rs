@@ -117,6 +117,7 @@ mod tests {
         // Two images, and a non-contiguous view as the decoder's narrowed tensors can be.
         let x = Tensor::randn([2, 17, 96, 23], (tch::Kind::Float, tch::Device::Cpu)).transpose(1, 2);
         let reference = x.conv2d(&layer.ws, Some(&layer.bs), [1, 1], [0, 0], [1, 1], 1);
+        let _threads = crate::model::THREAD_COUNT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let threads = tch::get_num_threads();
         tch::set_num_threads(1);
         let one = layer.forward(&x);

@@ -94,6 +94,11 @@ impl ModelConfig {
     }
 }
 
+/// Held by the tests that change libtorch's process-wide intra-op thread count, so that two of
+/// them running in parallel cannot switch it under each other's comparison.
+#[cfg(test)]
+pub(crate) static THREAD_COUNT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Revision of the arithmetic by which the code turns a model into decoded values. The entropy
 /// model's means and scales must match the encoder's to the last bit, so a stream coded under
 /// another revision would decode to wrong values instead of being refused: bump this whenever a
