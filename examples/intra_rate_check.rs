@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let last_qp = model.config.codec.num_qps - 1;
     tch::no_grad(|| {
         let ae = &model.autoencoder;
-        let ceiling = ae.decoder.decode(&ae.encoder.encode(&x)).clamp(0.0, 1.0);
+        let ceiling = ae.reconstruct(&x);
         println!("autoencoder alone (D(E(x)), no coding): PSNR {:.2} dB", psnr(&ceiling, &x));
         for qp in 0..=last_qp {
             let (z_bits, bits, scale) = code_bits(&model, &x, qp);

@@ -52,6 +52,17 @@ fn main() -> Result<()> {
     );
     println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | of which sampling | network steps / P-frame |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // No coding at all: the ceiling of every rate point.
+    let ceiling = tch::no_grad(|| {
+        Tensor::cat(&(0..n).map(|t| model.autoencoder.reconstruct(&clip.float_frames(t, 1))).collect::<Vec<_>>(), 0)
+    });
+    println!(
+        "| – | autoencoder alone, no coding (D(E(x))) | – | {:.2} | {:.4} | {:.4} | {:.4} | – | – | – |",
+        psnr(&reference, &ceiling),
+        lpips.mean(&reference, &ceiling),
+        dists.mean(&reference, &ceiling),
+        lpips.tlp(&reference, &ceiling)
+    );
     let qps = qps.unwrap_or_else(|| (0..model.config.codec.num_qps as u8).collect());
     let mut speedups = Vec::new();
     for &qp in &qps {

@@ -94,4 +94,42 @@ impl LatentAutoencoder {
     pub fn new(p: nn::Path, cfg: &AutoencoderConfig) -> Self {
         Self { encoder: LatentEncoder::new(&p / "encoder", cfg), decoder: LatentDecoder::new(&p / "decoder", cfg) }
     }
+
+    /// D(E(x)) of (N, 3, H, W) frames of any size, clamped to [0,1]: no coding at all, the
+    /// ceiling of every rate point; E(x) is also the clean latent the denoiser's ε objective aims
+    /// at. Sides are replicate-padded to the latent's factor and cropped back.
+    pub fn reconstruct(&self, x: &Tensor) -> Tensor {
+        let (_, _, h, w) = x.size4().expect("frames (N, 3, H, W)");
+        let up = |v: i64| (v + AutoencoderConfig::FACTOR - 1) / AutoencoderConfig::FACTOR * AutoencoderConfig::FACTOR;
+        let padded = if (up(h), up(w)) == (h, w) {
+            x.shallow_clone()
+        } else {
+            x.pad([0, up(w) - w, 0, up(h) - h], "replicate", None)
+        };
+        self.decoder.decode(&self.encoder.encode(&padded)).narrow(2, 0, h).narrow(3, 0, w).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn reconstruct_pads_odd_sizes_and_crops_back() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let ae = LatentAutoencoder::new(vs.root(), &AutoencoderConfig { channels: [4, 4, 4, 4], latent_channels: 2 });
+        let x = Tensor::rand([1, 3, 20, 27], (Kind::Float, Device::Cpu));
+        let out = tch::no_grad(|| ae.reconstruct(&x));
+        assert_eq!(out.size(), [1, 3, 20, 27]);
+        // The crop keeps the top-left: it is what D decodes from E of the padded frame.
+        let padded = x.pad([0, 5, 0, 4], "replicate", None);
+        let full = tch::no_grad(|| ae.decoder.decode(&ae.encoder.encode(&padded)).clamp(0.0, 1.0));
+        assert!(out.equal(&full.narrow(2, 0, 20).narrow(3, 0, 27)));
+        // Sizes already on the grid are not padded.
+        let y = x.narrow(2, 0, 16).narrow(3, 0, 24);
+        let direct = tch::no_grad(|| ae.decoder.decode(&ae.encoder.encode(&y)).clamp(0.0, 1.0));
+        assert!(tch::no_grad(|| ae.reconstruct(&y)).equal(&direct));
+    }
 }
