@@ -609,7 +609,14 @@ impl DecoderSession {
             let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, None)?;
             (latent, code, Some(ctx), Some(flow8_hat))
         };
-        ensure!(dec.is_exhausted(), "frame {} payload does not match its symbols (damaged?)", packet.frame_number);
+        // The unit's CRC held, so the bytes are the encoder's: it computed other entropy
+        // parameters than this decoder, as a CPU with other float results does.
+        ensure!(
+            dec.is_exhausted(),
+            "frame {} payload does not match its symbols although its CRC holds: the encoder's arithmetic differs \
+             from this decoder's (a stream made on another CPU or libtorch build?)",
+            packet.frame_number
+        );
         let (ds, d) = self.effective_steps();
         let c0 = match &context {
             Some(ctx) => ctx.c0.shallow_clone(),
