@@ -11,6 +11,7 @@ use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, Sampl
 use crate::model::codec::{split_params, CheckerboardPrior, CodePrior, TemporalContext};
 use crate::model::entropy_model::Hyperprior;
 use crate::model::gvc::GvcModel;
+use crate::model::layers::pad_replicate;
 use crate::model::spynet::SpyNet;
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
@@ -234,15 +235,6 @@ fn padded(v: i64) -> i64 {
     (v + SIZE_MULTIPLE - 1) / SIZE_MULTIPLE * SIZE_MULTIPLE
 }
 
-/// Replicate-pads a (1,3,h,w) picture to the coded size.
-fn pad_picture(x: &Tensor, coded_h: i64, coded_w: i64) -> Tensor {
-    let (_, _, h, w) = x.size4().unwrap();
-    if h == coded_h && w == coded_w {
-        return x.shallow_clone();
-    }
-    x.pad([0, coded_w - w, 0, coded_h - h], "replicate", None)
-}
-
 #[derive(Clone, Debug)]
 pub struct EncoderParams {
     pub width: u32,
@@ -389,7 +381,7 @@ impl EncoderSession {
     fn encode_inner(&mut self, frame: &Tensor, intra: bool) -> Result<EncodedFrame> {
         let m = &*self.model;
         let (ch, cw) = (self.header.coded_height as i64, self.header.coded_width as i64);
-        let x = pad_picture(&frame.to_device(m.device).to_kind(Kind::Float), ch, cw);
+        let x = pad_replicate(&frame.to_device(m.device).to_kind(Kind::Float), ch, cw);
         let y = m.autoencoder.encoder.encode(&x);
         let mut chosen = self.code_frame(&x, &y, intra)?;
         let first_p = self.since_intra == 1;

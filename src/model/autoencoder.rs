@@ -1,7 +1,7 @@
 //! The latent autoencoder: our stand-in for Stable Diffusion's frozen VAE (no package
 //! ships one). E maps RGB to a latent at 1/8 resolution; D maps it back.
 
-use super::layers::{conv, ResBlock, SubpelConv};
+use super::layers::{conv, pad_replicate, ResBlock, SubpelConv};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -101,11 +101,7 @@ impl LatentAutoencoder {
     pub fn reconstruct(&self, x: &Tensor) -> Tensor {
         let (_, _, h, w) = x.size4().expect("frames (N, 3, H, W)");
         let up = |v: i64| (v + AutoencoderConfig::FACTOR - 1) / AutoencoderConfig::FACTOR * AutoencoderConfig::FACTOR;
-        let padded = if (up(h), up(w)) == (h, w) {
-            x.shallow_clone()
-        } else {
-            x.pad([0, up(w) - w, 0, up(h) - h], "replicate", None)
-        };
+        let padded = pad_replicate(x, up(h), up(w));
         self.decoder.decode(&self.encoder.encode(&padded)).narrow(2, 0, h).narrow(3, 0, w).clamp(0.0, 1.0)
     }
 }

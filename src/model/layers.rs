@@ -106,6 +106,16 @@ pub fn resize(x: &Tensor, h: i64, w: i64) -> Tensor {
     x.upsample_bilinear2d([h, w], false, None, None)
 }
 
+/// Replicate-pads (N, C, h, w) pictures on the bottom and right to `h`×`w` (no copy when
+/// already that size); the caller crops the network's output back.
+pub fn pad_replicate(x: &Tensor, h: i64, w: i64) -> Tensor {
+    let (_, _, xh, xw) = x.size4().expect("pictures (N, C, H, W)");
+    if (xh, xw) == (h, w) {
+        return x.shallow_clone();
+    }
+    x.pad([0, w - xw, 0, h - xh], "replicate", None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
