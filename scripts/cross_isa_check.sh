@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Does a stream made on this CPU decode the same on another? Encodes a clip through gvcenc,
-# then decodes it through gvcdec with libtorch's oneDNN at this CPU's instruction set and capped
-# at older ones (ONEDNN_MAX_CPU_ISA), which is what a machine without them would run. Prints the
-# frames decoded, a checksum of the pictures and the decoder's first warning; never asserts.
+# then decodes it through gvcdec with libtorch's back ends at this CPU's instruction set and
+# capped at older ones, which is what a machine without them would run: oneDNN at each ISA
+# given (ONEDNN_MAX_CPU_ISA), then every back end at once (oneDNN at SSE4.1, ATen's kernels at
+# their scalar build, MKL at SSE4.2 in its compatible mode). Prints the frames decoded, a
+# checksum of the pictures and the decoder's first warning; never asserts (the test
+# `streams_decode_alike_on_other_instruction_sets` does, on the codec's latents). Since the
+# codec decodes in `PortableConv` every decode must keep sync; the pictures still differ in
+# the last bits, as the latent decoder and the denoiser compute in float.
 # Usage: scripts/cross_isa_check.sh [clip (default: carphone_pristine.mp4)] [qp (default 0)] [ISAs (default: AVX SSE41)]
 # Needs ./scripts/setup.sh and `cargo build --release` first.
 set -euo pipefail
@@ -24,11 +29,15 @@ decode() { # decode <out.yuv>
     gst-launch-1.0 filesrc location="$work/stream.gvc" ! gvcparse ! gvcdec ! videoconvert \
         ! video/x-raw,format=I420 ! filesink location="$1" 2>&1 || true
 }
-for isa in default $isas; do
-    out="$work/$isa.yuv"
-    # A subshell, so the cap applies to this decode only.
-    log=$(if [ "$isa" = default ]; then unset ONEDNN_MAX_CPU_ISA; else export ONEDNN_MAX_CPU_ISA=$isa; fi; decode "$out")
+configs=("")
+for isa in $isas; do configs+=("ONEDNN_MAX_CPU_ISA=$isa"); done
+configs+=("ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=SSE4_2")
+for i in "${!configs[@]}"; do
+    config=${configs[$i]}
+    out="$work/$i.yuv"
+    # A subshell, so the caps apply to this decode only.
+    log=$([ -z "$config" ] || export $config; decode "$out")
     damaged=$(grep -c "Dropping a damaged frame" <<<"$log" || true)
     first=$(grep -m1 -o "Dropping a damaged frame: .*" <<<"$log" || echo "none")
-    echo "decode with oneDNN at $isa: $(( $(stat -c %s "$out") / frame_bytes )) frames, md5 $(md5sum <"$out" | cut -c1-12), $damaged damaged-frame warnings (first: $first)"
+    echo "decode with ${config:-no caps}: $(( $(stat -c %s "$out") / frame_bytes )) frames, md5 $(md5sum <"$out" | cut -c1-12), $damaged damaged-frame warnings (first: $first)"
 done

@@ -8,7 +8,7 @@
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
 use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
-use crate::model::codec::{split_params, CheckerboardPrior, CodePrior, TemporalContext};
+use crate::model::codec::{split_log_params, CheckerboardPrior, CodePrior, TemporalContext};
 use crate::model::entropy_model::Hyperprior;
 use crate::model::gvc::GvcModel;
 use crate::model::layers::pad_replicate;
@@ -40,10 +40,10 @@ struct Reference {
     picture: Option<Tensor>,
 }
 
-/// Table indices for predicted scales: the only float → integer step of the entropy path.
-fn scale_indices(gc: &GaussianConditional, scale: &Tensor) -> Vec<u8> {
-    let s: Vec<f32> = Vec::try_from(scale.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
-    s.iter().map(|&v| gc.index_for_scale(v)).collect()
+/// Table indices for predicted log scales: the only float → integer step of the entropy path.
+fn scale_indices(gc: &GaussianConditional, log_scale: &Tensor) -> Vec<u8> {
+    let s: Vec<f32> = Vec::try_from(log_scale.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
+    s.iter().map(|&v| gc.index_for_log_scale(v)).collect()
 }
 
 fn per_channel_indices(channel_indices: &[u8], shape: &[i64]) -> Vec<u8> {
@@ -136,13 +136,13 @@ impl Coder<'_, '_> {
         part: &'static str,
         gc: &GaussianConditional,
         x: Option<&Tensor>,
-        (mean, scale): (&Tensor, &Tensor),
+        (mean, log_scale): (&Tensor, &Tensor),
         mask: &Tensor,
     ) -> Result<Tensor> {
         let selected = mask.expand_as(mean).to_kind(Kind::Bool);
         let pick = |t: &Tensor| t.masked_select(&selected);
         let values = x.map(pick);
-        let recon = self.code(part, gc, values.as_ref(), &pick(mean), &scale_indices(gc, &pick(scale)))?;
+        let recon = self.code(part, gc, values.as_ref(), &pick(mean), &scale_indices(gc, &pick(log_scale)))?;
         Ok(mean.zeros_like().masked_scatter(&selected, &recon))
     }
 
@@ -155,15 +155,15 @@ impl Coder<'_, '_> {
         x: Option<&Tensor>,
         prior: &CodePrior,
     ) -> Result<Tensor> {
-        let (mean, scale) = split_params(&prior.first);
+        let (mean, log_scale) = split_log_params(&prior.first);
         let Some(spatial) = prior.spatial else {
-            return self.code(part, gc, x, &mean, &scale_indices(gc, &scale));
+            return self.code(part, gc, x, &mean, &scale_indices(gc, &log_scale));
         };
         let (_, _, h, w) = mean.size4()?;
         let anchors = CheckerboardPrior::anchors(h, w, mean.device());
-        let anchors_hat = self.code_masked(part, gc, x, (&mean, &scale), &anchors)?;
-        let (mean, scale) = spatial.params(&prior.first, &anchors_hat, &anchors);
-        let rest = self.code_masked(part, gc, x, (&mean, &scale), &(1.0 - &anchors))?;
+        let anchors_hat = self.code_masked(part, gc, x, (&mean, &log_scale), &anchors)?;
+        let (mean, log_scale) = split_log_params(&spatial.refine(&prior.first, &anchors_hat, &anchors));
+        let rest = self.code_masked(part, gc, x, (&mean, &log_scale), &(1.0 - &anchors))?;
         Ok(anchors_hat + rest)
     }
 }
@@ -264,6 +264,9 @@ pub struct EncodedFrame {
     pub frame_number: u32,
     /// The codec reconstruction D(ŷ) at display size (what the next frame predicts from).
     pub reconstruction: Tensor,
+    /// The codec's decoded latent ŷ at the coded size: every decoder, on any CPU, decodes the
+    /// same (`PortableConv`).
+    pub latent: Tensor,
     /// Where the frame's bits went, per coded tensor.
     pub bit_split: BitSplit,
 }
@@ -413,11 +416,11 @@ impl EncoderSession {
         let Candidate { data, frame_type, latent, code, bit_split } = chosen;
         let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
         let reconstruction = crop_display(&picture, &self.header);
-        self.reference = Some(Reference { latent, code, picture: Some(picture) });
+        self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: Some(picture) });
         self.since_intra = if frame_type == FrameType::Intra { 1 } else { self.since_intra + 1 };
         let frame_number = self.frame_number;
         self.frame_number = self.frame_number.wrapping_add(1);
-        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction, bit_split })
+        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction, latent, bit_split })
     }
 
     /// Codes the current frame (`x` padded, `y` its latent) as an I- or P-frame without
@@ -493,6 +496,8 @@ fn shared_gaussian() -> Arc<GaussianConditional> {
 pub struct DecodedFrame {
     /// (1,3,h,w) in [0,1] at the display size.
     pub picture: Tensor,
+    /// The codec's decoded latent ŷ, the encoder's `EncodedFrame::latent` to the last bit.
+    pub latent: Tensor,
     pub frame_number: u32,
     pub frame_type: FrameType,
     pub stats: SamplingStats,
@@ -642,9 +647,10 @@ impl DecoderSession {
             (m.from_diffusion_space(&z0), stats)
         };
         let picture = m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0);
-        self.reference = Some(Reference { latent, code, picture: None });
+        self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),
+            latent,
             frame_number: packet.frame_number,
             frame_type: packet.frame_type,
             stats,

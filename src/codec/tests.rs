@@ -244,7 +244,8 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     assert!(diffused.iter().zip(&again).all(|(a, b)| a.equal(b)));
     // Another intra-op thread count changes nothing: an encoder on 1 thread writes the same
     // bytes and reconstruction, a decoder on 1 thread outputs the same pictures, diffusion
-    // included (every 1×1 convolution is an `ExactPointwiseConv`).
+    // included (the codec's decoding path is `PortableConv`, the denoiser's 1×1 convolutions
+    // are `ExactPointwiseConv`).
     tch::set_num_threads(1);
     let (stream_1t, recon_1t) = encode_clip(&model, &frames, 1);
     let (plain_1t, diffused_1t) = decode_stream(&model, &stream);
@@ -267,6 +268,55 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     let child = std::fs::read_to_string(format!("{}.hash", path.display())).unwrap();
     assert_eq!(child, format!("{} {}", hash_frames(&plain), hash_frames(&diffused)));
     std::fs::remove_file(&path).ok();
+}
+
+fn hash_latents(latents: &[Tensor]) -> u64 {
+    let bits: Vec<u32> = latents
+        .iter()
+        .flat_map(|t| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap().into_iter().map(f32::to_bits))
+        .collect();
+    bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
+}
+
+/// Child-process half of `streams_decode_alike_on_other_instruction_sets`.
+#[test]
+fn child_decode_latents_from_file() {
+    let Ok(path) = std::env::var("GVC_CHILD_LATENTS") else { return };
+    let stream: Vec<Vec<u8>> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut dec = DecoderSession::new(shipped_model());
+    dec.diffusion_steps = Some(0);
+    let latents: Vec<Tensor> = stream.iter().map(|au| dec.decode(au).unwrap().latent).collect();
+    std::fs::write(format!("{path}.hash"), hash_latents(&latents).to_string()).unwrap();
+}
+
+/// A decoder on a CPU without this one's instruction sets reads the stream exactly as the
+/// encoder wrote it. Another CPU is emulated by capping every back end libtorch dispatches to:
+/// oneDNN at SSE4.1, ATen's kernels at their scalar build, MKL at SSE4.2 in its compatible mode.
+/// With float convolutions on the decoding path such a decode lost sync within 25 frames
+/// (`logs/cross-isa-22.log`); the decoded latents must equal the encoder's to the last bit.
+#[test]
+fn streams_decode_alike_on_other_instruction_sets() {
+    let model = shipped_model();
+    let frames = real_frames(16);
+    let p = EncoderParams { qp: 0, intra_period: 32, ..params(176, 144, 0, 0) };
+    let coded = encode_frames(&model, &frames, &p);
+    let stream: Vec<Vec<u8>> = coded.iter().map(|e| e.data.clone()).collect();
+    let latents: Vec<Tensor> = coded.iter().map(|e| e.latent.shallow_clone()).collect();
+    let path = std::env::temp_dir().join(format!("gvc-child-isa-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec(&stream).unwrap()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "codec::tests::child_decode_latents_from_file", "--nocapture"])
+        .env("GVC_CHILD_LATENTS", &path)
+        .env("ONEDNN_MAX_CPU_ISA", "SSE41")
+        .env("ATEN_CPU_CAPABILITY", "default")
+        .env("MKL_CBWR", "COMPATIBLE")
+        .env("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the capped decoder failed");
+    let child = std::fs::read_to_string(format!("{}.hash", path.display())).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(child, hash_latents(&latents).to_string(), "the capped decoder decoded other latents");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! prior) modules for P-frames; per-QP learned quantization scales q_enc/q_dec.
 
 use super::entropy_model::{clamp_passing_gradient, Hyperprior, RATE_PARAMETER_GROUP};
-use super::layers::{conv, flow_warp, ExactPointwiseConv, ResBlock, SubpelConv};
-use crate::codec::entropy::{SCALE_MAX, SCALE_MIN};
+use super::layers::{conv, flow_warp, portable_exp, PortableConv, ResBlock, SubpelConv};
+use crate::codec::entropy::{LN_SCALE_MAX, LN_SCALE_MIN};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -73,8 +73,9 @@ impl QuantScales {
         self.q_enc.get(qp).exp().view([1, -1, 1, 1])
     }
 
+    /// Decoder side: the same on every CPU (`portable_exp`).
     pub fn dec(&self, qp: i64) -> Tensor {
-        self.q_dec.get(qp).exp().view([1, -1, 1, 1])
+        portable_exp(&self.q_dec.get(qp)).view([1, -1, 1, 1])
     }
 
     /// The QP prompt of DiffVC §3.3: q_enc/q_dec averaged over channels.
@@ -83,12 +84,18 @@ impl QuantScales {
     }
 }
 
-/// Entropy parameters (μ, σ) as 2·code channels split in half; log σ is bounded to the
-/// coder's scale table (so training cannot overflow) without cutting its gradient.
-pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
+/// Entropy parameters (μ, log σ) as 2·code channels split in half: what the coder reads (it
+/// picks σ's table from log σ, so no platform `exp` decides a table).
+pub fn split_log_params(p: &Tensor) -> (Tensor, Tensor) {
     let c = p.size()[1] / 2;
-    let log_scale = clamp_passing_gradient(&p.narrow(1, c, c), SCALE_MIN.ln(), SCALE_MAX.ln());
-    (p.narrow(1, 0, c), log_scale.exp())
+    (p.narrow(1, 0, c), p.narrow(1, c, c))
+}
+
+/// Entropy parameters (μ, σ) for the rate model in training; log σ is bounded to the coder's
+/// scale table (so training cannot overflow) without cutting its gradient.
+pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
+    let (mean, log_scale) = split_log_params(p);
+    (mean, clamp_passing_gradient(&log_scale, LN_SCALE_MIN, LN_SCALE_MAX).exp())
 }
 
 /// Two-pass checkerboard spatial prior (He et al., CVPR 2021; DCVC-DC codes four quadtree
@@ -98,18 +105,18 @@ pub fn split_params(p: &Tensor) -> (Tensor, Tensor) {
 /// zero, so an untrained prior codes exactly as the first pass.
 #[derive(Debug)]
 pub struct CheckerboardPrior {
-    context: nn::Conv2D,
-    fuse: ExactPointwiseConv,
-    out: ExactPointwiseConv,
+    context: PortableConv,
+    fuse: PortableConv,
+    out: PortableConv,
 }
 
 impl CheckerboardPrior {
     pub fn new(p: nn::Path, code: i64) -> Self {
         let p = p.set_group(SPATIAL_PRIOR_GROUP);
         Self {
-            context: conv(&p / "context", code, 2 * code, 3, 1),
-            fuse: ExactPointwiseConv::new(&p / "fuse", 4 * code, 2 * code, false),
-            out: ExactPointwiseConv::new(&p / "out", 2 * code, 2 * code, true),
+            context: PortableConv::new(&p / "context", code, 2 * code, 3, 1),
+            fuse: PortableConv::new(&p / "fuse", 4 * code, 2 * code, 1, 1),
+            out: PortableConv::zero_init(&p / "out", 2 * code, 2 * code, 1),
         }
     }
 
@@ -120,13 +127,13 @@ impl CheckerboardPrior {
         (rows + cols).remainder(2).eq(0).to_kind(Kind::Float).view([1, 1, h, w])
     }
 
-    /// (μ, σ) at every position: the first pass's raw parameters `first` at the anchors,
+    /// Raw (μ, log σ) channels at every position: the first pass's `first` at the anchors,
     /// refined from the decoded anchors elsewhere. Only the anchors of `code_hat` are read.
-    pub fn params(&self, first: &Tensor, code_hat: &Tensor, anchors: &Tensor) -> (Tensor, Tensor) {
+    pub fn refine(&self, first: &Tensor, code_hat: &Tensor, anchors: &Tensor) -> Tensor {
         let context = self.context.forward(&(code_hat * anchors)).leaky_relu();
         let h = self.fuse.forward(&Tensor::cat(&[first, &context], 1)).leaky_relu();
         let refined = first + self.out.forward(&h);
-        split_params(&(first * anchors + refined * (1.0 - anchors)))
+        first * anchors + refined * (1.0 - anchors)
     }
 }
 
@@ -148,7 +155,7 @@ impl CodePrior<'_> {
         };
         let (_, _, h, w) = mean.size4().expect("4-D code");
         let anchors = CheckerboardPrior::anchors(h, w, mean.device());
-        spatial.params(&self.first, &(round(&(code - &mean)) + &mean), &anchors)
+        split_params(&spatial.refine(&self.first, &(round(&(code - &mean)) + &mean), &anchors))
     }
 }
 
@@ -156,10 +163,10 @@ impl CodePrior<'_> {
 pub struct IntraCodec {
     enc: Vec<nn::Conv2D>,
     enc_res: ResBlock,
-    dec_conv: nn::Conv2D,
-    dec_up: SubpelConv,
-    dec_res: ResBlock,
-    dec_out: nn::Conv2D,
+    dec_conv: PortableConv,
+    dec_up: SubpelConv<PortableConv>,
+    dec_res: ResBlock<PortableConv>,
+    dec_out: PortableConv,
     pub hyper: Hyperprior,
     pub scales: QuantScales,
     spatial_prior: Option<CheckerboardPrior>,
@@ -171,10 +178,10 @@ impl IntraCodec {
         Self {
             enc: vec![conv(&p / "enc" / 0, latent, n, 3, 1), conv(&p / "enc" / 1, n, m, 3, 2)],
             enc_res: ResBlock::new(&p / "enc_res", n),
-            dec_conv: conv(&p / "dec_conv", m, n, 3, 1),
-            dec_up: SubpelConv::new(&p / "dec_up", n, n),
-            dec_res: ResBlock::new(&p / "dec_res", n),
-            dec_out: conv(&p / "dec_out", n, latent, 3, 1),
+            dec_conv: PortableConv::new(&p / "dec_conv", m, n, 3, 1),
+            dec_up: SubpelConv::portable(&p / "dec_up", n, n),
+            dec_res: ResBlock::portable(&p / "dec_res", n),
+            dec_out: PortableConv::new(&p / "dec_out", n, latent, 3, 1),
             hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m, cfg.num_qps),
             scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
             spatial_prior: cfg.checkerboard.then(|| CheckerboardPrior::new(&p / "spatial_prior", m)),
@@ -206,8 +213,8 @@ impl IntraCodec {
 #[derive(Debug)]
 pub struct MotionCodec {
     enc: Vec<nn::Conv2D>,
-    dec: Vec<nn::Conv2D>,
-    dec_up: SubpelConv,
+    dec: Vec<PortableConv>,
+    dec_up: SubpelConv<PortableConv>,
     pub hyper: Hyperprior,
     /// Per-QP scalar MV quantization step (log).
     q_mv: Tensor,
@@ -223,8 +230,8 @@ impl MotionCodec {
                 conv(&p / "enc" / 1, n, n, 3, 1),
                 conv(&p / "enc" / 2, n, m, 3, 2),
             ],
-            dec: vec![conv(&p / "dec" / 0, m, n, 3, 1), conv(&p / "dec" / 1, n, 2, 3, 1)],
-            dec_up: SubpelConv::new(&p / "dec_up", n, n),
+            dec: vec![PortableConv::new(&p / "dec" / 0, m, n, 3, 1), PortableConv::new(&p / "dec" / 1, n, 2, 3, 1)],
+            dec_up: SubpelConv::portable(&p / "dec_up", n, n),
             hyper: Hyperprior::new(&p / "hyper", m, 32, 2 * m, cfg.num_qps),
             q_mv: p.set_group(RATE_PARAMETER_GROUP).var_copy("q_mv_log", &Tensor::from_slice(&init)),
         }
@@ -237,7 +244,7 @@ impl MotionCodec {
     }
 
     fn q(&self, qp: i64) -> Tensor {
-        self.q_mv.get(qp).exp()
+        portable_exp(&self.q_mv.get(qp))
     }
 
     /// Flow on the latent grid (1/8, in latent pixels) → MV code (1/16) / q.
@@ -257,21 +264,21 @@ impl MotionCodec {
 /// Temporal context mining, contextual encoder/decoder and the contextual entropy model.
 #[derive(Debug)]
 pub struct ContextualCodec {
-    feature_adaptor: nn::Conv2D,
-    ctx0: ResBlock,
-    ctx0_out: nn::Conv2D,
-    ctx1_down: nn::Conv2D,
+    feature_adaptor: PortableConv,
+    ctx0: ResBlock<PortableConv>,
+    ctx0_out: PortableConv,
+    ctx1_down: PortableConv,
     enc_in: nn::Conv2D,
     enc_res: ResBlock,
     enc_down: nn::Conv2D,
     enc_fuse: nn::Conv2D,
-    dec_in: nn::Conv2D,
-    dec_up: SubpelConv,
-    dec_fuse: nn::Conv2D,
-    dec_res: ResBlock,
-    dec_out: nn::Conv2D,
+    dec_in: PortableConv,
+    dec_up: SubpelConv<PortableConv>,
+    dec_fuse: PortableConv,
+    dec_res: ResBlock<PortableConv>,
+    dec_out: PortableConv,
     pub hyper: Hyperprior,
-    temporal_prior: Vec<nn::Conv2D>,
+    temporal_prior: Vec<PortableConv>,
     pub scales: QuantScales,
     spatial_prior: Option<CheckerboardPrior>,
 }
@@ -288,23 +295,23 @@ impl ContextualCodec {
     pub fn new(p: nn::Path, latent: i64, cfg: &CodecConfig) -> Self {
         let (n, m, c) = (cfg.hidden, cfg.code, cfg.context);
         Self {
-            feature_adaptor: conv(&p / "feature_adaptor", latent, c, 3, 1),
-            ctx0: ResBlock::new(&p / "ctx0", c),
-            ctx0_out: conv(&p / "ctx0_out", c, c, 3, 1),
-            ctx1_down: conv(&p / "ctx1_down", c, c, 3, 2),
+            feature_adaptor: PortableConv::new(&p / "feature_adaptor", latent, c, 3, 1),
+            ctx0: ResBlock::portable(&p / "ctx0", c),
+            ctx0_out: PortableConv::new(&p / "ctx0_out", c, c, 3, 1),
+            ctx1_down: PortableConv::new(&p / "ctx1_down", c, c, 3, 2),
             enc_in: conv(&p / "enc_in", latent + c, n, 3, 1),
             enc_res: ResBlock::new(&p / "enc_res", n),
             enc_down: conv(&p / "enc_down", n, m, 3, 2),
             enc_fuse: conv(&p / "enc_fuse", m + c, m, 3, 1),
-            dec_in: conv(&p / "dec_in", m, n, 3, 1),
-            dec_up: SubpelConv::new(&p / "dec_up", n, n),
-            dec_fuse: conv(&p / "dec_fuse", n + c, n, 3, 1),
-            dec_res: ResBlock::new(&p / "dec_res", n),
-            dec_out: conv(&p / "dec_out", n, latent, 3, 1),
+            dec_in: PortableConv::new(&p / "dec_in", m, n, 3, 1),
+            dec_up: SubpelConv::portable(&p / "dec_up", n, n),
+            dec_fuse: PortableConv::new(&p / "dec_fuse", n + c, n, 3, 1),
+            dec_res: ResBlock::portable(&p / "dec_res", n),
+            dec_out: PortableConv::new(&p / "dec_out", n, latent, 3, 1),
             hyper: Hyperprior::new(&p / "hyper", m, cfg.hyper, 2 * m, cfg.num_qps),
             temporal_prior: vec![
-                conv(&p / "temporal_prior" / 0, 2 * m + c + m, 2 * m, 3, 1),
-                conv(&p / "temporal_prior" / 1, 2 * m, 2 * m, 3, 1),
+                PortableConv::new(&p / "temporal_prior" / 0, 2 * m + c + m, 2 * m, 3, 1),
+                PortableConv::new(&p / "temporal_prior" / 1, 2 * m, 2 * m, 3, 1),
             ],
             scales: QuantScales::new(&p / "scales", cfg.num_qps, m),
             spatial_prior: cfg.checkerboard.then(|| CheckerboardPrior::new(&p / "spatial_prior", m)),

@@ -2,7 +2,7 @@
 //! inference: a factorized (per-channel Gaussian) prior for hyper-latents and a Gaussian
 //! conditional for latents, both indexing the same fixed scale table.
 
-use super::layers::conv;
+use super::layers::{conv, portable_exp, PortableConv};
 use crate::codec::entropy::{GaussianConditional, SCALE_MIN};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -58,7 +58,7 @@ pub const RATE_PARAMETER_GROUP: usize = 1;
 #[derive(Debug)]
 pub struct Hyperprior {
     h_a: Vec<nn::Conv2D>,
-    h_s: Vec<nn::Conv2D>,
+    h_s: Vec<PortableConv>,
     /// log of the per-QP, per-channel scale of z's factorized Gaussian prior.
     z_log_scale: Tensor,
     /// log of the per-QP, per-channel quantization scale q_z of z.
@@ -74,9 +74,9 @@ impl Hyperprior {
             conv(&p / "h_a" / 2, z, z, 3, 2),
         ];
         let h_s = vec![
-            conv(&p / "h_s" / 0, z, z * 4, 3, 1),
-            conv(&p / "h_s" / 1, z, z * 4, 3, 1),
-            conv(&p / "h_s" / 2, z, out, 3, 1),
+            PortableConv::new(&p / "h_s" / 0, z, z * 4, 3, 1),
+            PortableConv::new(&p / "h_s" / 1, z, z * 4, 3, 1),
+            PortableConv::new(&p / "h_s" / 2, z, out, 3, 1),
         ];
         let tables = p.set_group(RATE_PARAMETER_GROUP);
         let z_log_scale = tables.var("z_log_scale", &[num_qps, z, 1, 1], nn::Init::Const(1.0));
@@ -85,7 +85,7 @@ impl Hyperprior {
     }
 
     fn z_q(&self, qp: i64) -> Tensor {
-        self.z_q_log.get(qp).unsqueeze(0).exp()
+        portable_exp(&self.z_q_log.get(qp).unsqueeze(0))
     }
 
     /// The code is padded to a multiple of 4 first so any frame multiple of 16 works, by
@@ -126,9 +126,8 @@ impl Hyperprior {
 
     /// Table index of each z channel at `qp` (fixed once the weights are loaded).
     pub fn z_indices(&self, gc: &GaussianConditional, qp: i64) -> Vec<u8> {
-        let s: Vec<f32> =
-            Vec::try_from(self.z_scale(qp).flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).unwrap();
-        s.iter().map(|&v| gc.index_for_scale(v)).collect()
+        let log_scales = self.z_log_scale.get(qp).flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float);
+        Vec::<f32>::try_from(log_scales).unwrap().iter().map(|&v| gc.index_for_log_scale(v)).collect()
     }
 }
 

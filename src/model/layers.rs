@@ -1,7 +1,7 @@
 //! Building blocks shared by the networks.
 
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig { stride, padding: k / 2, ..Default::default() };
@@ -25,8 +25,9 @@ pub fn zero_init_conv(p: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
 /// and 2 threads), so the product is taken as a plain matrix product, which goes to MKL's GEMM
 /// (thread-count independent, which `MKL_CBWR` strict mode promises, see `reproducible_math`)
 /// and costs about what the 1×1 convolution does.
-/// The entropy path must give the encoder and the decoder the same means whatever their thread
-/// counts, and the diffusion decode the same pictures. Parameters as `nn::Conv2D`'s.
+/// The denoiser's 1×1 convolutions, so a decode gives the same pictures whatever the thread
+/// count (the codec's decoding path needs more, the same values on every CPU: `PortableConv`).
+/// Parameters as `nn::Conv2D`'s.
 #[derive(Debug)]
 pub struct ExactPointwiseConv {
     ws: Tensor,
@@ -50,10 +51,120 @@ impl Module for ExactPointwiseConv {
     }
 }
 
-/// 2× up-sampling by sub-pixel convolution.
+/// Bits of a `PortableConv` input in fixed point: the largest magnitude of the tensor sits just
+/// below 2^INPUT_BITS. With the weights' bits chosen per layer, every product and every partial
+/// sum is an integer below 2^53, so f64 adds them exactly in any order.
+const INPUT_BITS: i32 = 22;
+/// Integers of magnitude below 2^ACCUMULATOR_BITS are exact in f64.
+const ACCUMULATOR_BITS: i32 = 53;
+/// A layer whose weights would get fewer fixed-point bits than this is refused at construction.
+const MIN_WEIGHT_BITS: i32 = 12;
+
+/// The exponent e with 2^(e−1) <= |v| < 2^e (0 for zero): read from the bits, not from `log2`.
+fn exponent_above(v: f64) -> i32 {
+    if v == 0.0 {
+        return 0;
+    }
+    let (mantissa, exponent) = (v.abs().to_bits() & ((1 << 52) - 1), (v.abs().to_bits() >> 52) as i32);
+    // Subnormals (exponent field 0) sit below 2^-1022; the normal numbers' leading bit is implicit.
+    if exponent == 0 {
+        return -1022 - mantissa.leading_zeros() as i32 + 12;
+    }
+    exponent - 1022
+}
+
+/// 2^e, for the normal range of f64 (only absurd magnitudes, infinities or NaN reach the ends).
+fn power_of_two(e: i32) -> f64 {
+    f64::from_bits(((e.clamp(-1022, 1023) + 1023) as u64) << 52)
+}
+
+/// Convolution whose result is the same on every CPU, for the networks between the entropy
+/// decoder and the entropy parameters and reference of the next frame: the decoder must
+/// reproduce the encoder's μ, σ and ŷ to the last bit, or it reads the rest of the stream
+/// wrong. libtorch's float convolutions sum in an order that follows the CPU's instruction
+/// set (oneDNN's kernels, MKL's, ATen's vector width), so a stream made on an AVX2 machine lost
+/// sync within 25 frames when decoded with oneDNN capped at SSE4.1 (`logs/cross-isa-22.log`).
+/// Here the input (per tensor) and the weights (per output channel) are rounded to fixed point
+/// with power-of-two scales, the convolution runs in f64 on those integers, where every sum is
+/// exact and so independent of the order, and the power-of-two scales are undone exactly; the
+/// bias is added in f32. The fixed point keeps 22 bits below the input's largest magnitude and at
+/// least 12 below each output channel's largest weight.
+/// With a gradient to compute (training) it is libtorch's float convolution, which the fixed
+/// point matches to about 1e-6 relative. Parameters as `nn::Conv2D`'s.
 #[derive(Debug)]
-pub struct SubpelConv {
-    conv: nn::Conv2D,
+pub struct PortableConv {
+    ws: Tensor,
+    bs: Tensor,
+    stride: i64,
+    padding: i64,
+    weight_bits: i32,
+}
+
+impl PortableConv {
+    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Self {
+        Self::from_conv(conv(p, cin, cout, k, stride), stride, k / 2)
+    }
+
+    /// Weights and bias start at zero (a new branch that starts as a no-op).
+    pub fn zero_init(p: nn::Path, cin: i64, cout: i64, k: i64) -> Self {
+        Self::from_conv(zero_init_conv(p, cin, cout, k), 1, k / 2)
+    }
+
+    fn from_conv(c: nn::Conv2D, stride: i64, padding: i64) -> Self {
+        let size = c.ws.size();
+        let terms = size[1] * size[2] * size[3];
+        let weight_bits = ACCUMULATOR_BITS - INPUT_BITS - exponent_above(terms as f64);
+        assert!(weight_bits >= MIN_WEIGHT_BITS, "a convolution summing {terms} terms is too wide to be exact in f64");
+        Self { ws: c.ws, bs: c.bs.expect("conv with bias"), stride, padding, weight_bits }
+    }
+
+    fn exact(&self, x: &Tensor) -> Tensor {
+        let double = |t: &Tensor| t.to_kind(Kind::Double);
+        // |x| < 2^e, so x·2^(INPUT_BITS − e) rounds to an integer below 2^INPUT_BITS.
+        let input_exponent = INPUT_BITS - exponent_above(x.abs().max().double_value(&[]));
+        let x_int = (double(x) * power_of_two(input_exponent)).round();
+        let cout = self.ws.size()[0];
+        let maxima: Vec<f64> =
+            Vec::try_from(double(&self.ws.abs().amax([1, 2, 3], false)).to_device(Device::Cpu)).expect("weight maxima");
+        let weight_exponents: Vec<i32> = maxima.iter().map(|&m| self.weight_bits - exponent_above(m)).collect();
+        let to_int: Vec<f64> = weight_exponents.iter().map(|&e| power_of_two(e)).collect();
+        let from_int: Vec<f64> = weight_exponents.iter().map(|&e| power_of_two(-e - input_exponent)).collect();
+        let per_channel = |v: &[f64]| Tensor::from_slice(v).to_device(x.device());
+        let w_int = (double(&self.ws) * per_channel(&to_int).view([cout, 1, 1, 1])).round();
+        let stride = [self.stride, self.stride];
+        let sums = x_int.conv2d(&w_int, None::<Tensor>, stride, [self.padding, self.padding], [1, 1], 1);
+        (sums * per_channel(&from_int).view([1, cout, 1, 1])).to_kind(x.kind()) + self.bs.view([1, cout, 1, 1])
+    }
+}
+
+impl Module for PortableConv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if x.requires_grad() || self.ws.requires_grad() {
+            let (s, p) = ([self.stride, self.stride], [self.padding, self.padding]);
+            return x.conv2d(&self.ws, Some(&self.bs), s, p, [1, 1], 1);
+        }
+        self.exact(x)
+    }
+}
+
+/// exp of a small tensor of parameters (the per-QP quantization scales): libtorch's when a
+/// gradient is needed, otherwise from IEEE basic operations only, the same on every CPU
+/// (libtorch's vectorized exp differs in the last bit between instruction sets).
+pub fn portable_exp(t: &Tensor) -> Tensor {
+    if t.requires_grad() {
+        return t.exp();
+    }
+    let values: Vec<f64> =
+        Vec::try_from(t.to_kind(Kind::Double).flatten(0, -1).to_device(Device::Cpu)).expect("values");
+    let exps: Vec<f64> = values.iter().map(|&v| crate::codec::entropy::portable_exp(v)).collect();
+    Tensor::from_slice(&exps).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device())
+}
+
+/// 2× up-sampling by sub-pixel convolution; `C` is the convolution (`PortableConv` on the
+/// codec's decoding path).
+#[derive(Debug)]
+pub struct SubpelConv<C = nn::Conv2D> {
+    conv: C,
 }
 
 impl SubpelConv {
@@ -62,17 +173,23 @@ impl SubpelConv {
     }
 }
 
-impl Module for SubpelConv {
+impl SubpelConv<PortableConv> {
+    pub fn portable(p: nn::Path, cin: i64, cout: i64) -> Self {
+        Self { conv: PortableConv::new(p / "conv", cin, cout * 4, 3, 1) }
+    }
+}
+
+impl<C: Module> Module for SubpelConv<C> {
     fn forward(&self, xs: &Tensor) -> Tensor {
         self.conv.forward(xs).pixel_shuffle(2)
     }
 }
 
-/// Residual block (conv–LeakyReLU–conv) as in DCVC-DC's `ResBlock`.
+/// Residual block (conv–LeakyReLU–conv) as in DCVC-DC's `ResBlock`; `C` as in `SubpelConv`.
 #[derive(Debug)]
-pub struct ResBlock {
-    conv1: nn::Conv2D,
-    conv2: nn::Conv2D,
+pub struct ResBlock<C = nn::Conv2D> {
+    conv1: C,
+    conv2: C,
 }
 
 impl ResBlock {
@@ -81,7 +198,16 @@ impl ResBlock {
     }
 }
 
-impl Module for ResBlock {
+impl ResBlock<PortableConv> {
+    pub fn portable(p: nn::Path, ch: i64) -> Self {
+        Self {
+            conv1: PortableConv::new(&p / "conv1", ch, ch, 3, 1),
+            conv2: PortableConv::new(&p / "conv2", ch, ch, 3, 1),
+        }
+    }
+}
+
+impl<C: Module> Module for ResBlock<C> {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let h = self.conv1.forward(&xs.leaky_relu());
         xs + self.conv2.forward(&h.leaky_relu())
@@ -89,16 +215,30 @@ impl Module for ResBlock {
 }
 
 /// Backward warp of `x` by `flow` (N,2,H,W; channel 0 horizontal, in pixels), bilinear,
-/// border padding, align_corners=True as in BasicVSR's `flow_warp`.
+/// border padding, align_corners=True as in BasicVSR's `flow_warp`. Built from gathers and
+/// element-wise IEEE operations in a fixed order, not `grid_sampler`, whose coordinate
+/// arithmetic differs between instruction sets: the codec warps its reference with it, and
+/// the decoder must warp exactly as the encoder did on any CPU.
 pub fn flow_warp(x: &Tensor, flow: &Tensor) -> Tensor {
-    let (n, _, h, w) = x.size4().expect("4-D input");
-    let opts = (x.kind(), x.device());
-    let gx = Tensor::arange(w, opts).view([1, 1, w]).expand([n, h, w], true);
-    let gy = Tensor::arange(h, opts).view([1, h, 1]).expand([n, h, w], true);
-    let vx = (gx + flow.select(1, 0)) * (2.0 / ((w - 1).max(1)) as f64) - 1.0;
-    let vy = (gy + flow.select(1, 1)) * (2.0 / ((h - 1).max(1)) as f64) - 1.0;
-    let grid = Tensor::stack(&[vx, vy], 3);
-    x.grid_sampler(&grid, 0, 1, true)
+    let (n, c, h, w) = x.size4().expect("4-D input");
+    let opts = (flow.kind(), flow.device());
+    // Sample positions clipped into the picture (border padding); NaN reads the pixel itself.
+    let position =
+        |grid: Tensor, f: Tensor, size: i64| (grid + f.nan_to_num(0.0, None, None)).clamp(0.0, (size - 1) as f64);
+    let px = position(Tensor::arange(w, opts).view([1, 1, w]), flow.select(1, 0), w);
+    let py = position(Tensor::arange(h, opts).view([1, h, 1]), flow.select(1, 1), h);
+    let (x0, y0) = (px.floor(), py.floor());
+    let (fx, fy) = ((&px - &x0).unsqueeze(1), (&py - &y0).unsqueeze(1));
+    let (ix0, iy0) = (x0.to_kind(Kind::Int64), y0.to_kind(Kind::Int64));
+    let (ix1, iy1) = ((&ix0 + 1).clamp_max(w - 1), (&iy0 + 1).clamp_max(h - 1));
+    let flat = x.reshape([n, c, h * w]);
+    let sample = |iy: &Tensor, ix: &Tensor| {
+        let index = (iy * w + ix).view([n, 1, h * w]).expand([n, c, h * w], false);
+        flat.gather(2, &index, false).view([n, c, h, w])
+    };
+    let top = sample(&iy0, &ix0) * (1.0 - &fx) + sample(&iy0, &ix1) * &fx;
+    let bottom = sample(&iy1, &ix0) * (1.0 - &fx) + sample(&iy1, &ix1) * &fx;
+    top * (1.0 - &fy) + bottom * &fy
 }
 
 /// Bilinear resize (align_corners=False) to an explicit size.
@@ -119,6 +259,70 @@ pub fn pad_replicate(x: &Tensor, h: i64, w: i64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn portable_conv_is_the_float_convolution_and_ignores_the_thread_count() {
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let layers = [
+            (PortableConv::new(vs.root() / "a", 24, 40, 3, 1), 24),
+            (PortableConv::new(vs.root() / "b", 40, 16, 3, 2), 40),
+            (PortableConv::new(vs.root() / "c", 256, 128, 1, 1), 256),
+        ];
+        vs.freeze();
+        let _threads = crate::model::THREAD_COUNT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = tch::get_num_threads();
+        for (layer, cin) in &layers {
+            // Magnitudes far apart across channels, as the codec's features are.
+            let x = Tensor::randn([1, *cin, 19, 13], (Kind::Float, Device::Cpu))
+                * Tensor::logspace(-3.0, 2.0, *cin, 10.0, (Kind::Float, Device::Cpu)).view([1, -1, 1, 1]);
+            let (s, p) = ([layer.stride, layer.stride], [layer.padding, layer.padding]);
+            let reference = x.conv2d(&layer.ws, Some(&layer.bs), s, p, [1, 1], 1);
+            tch::set_num_threads(1);
+            let one = layer.forward(&x);
+            tch::set_num_threads(2);
+            let two = layer.forward(&x);
+            assert_eq!(one.size(), reference.size());
+            let err = (&one - &reference).abs().max().double_value(&[]);
+            let scale = reference.abs().max().double_value(&[]);
+            assert!(err < 1e-5 * scale, "differs from the float convolution by {err} (outputs up to {scale})");
+            assert!(one.equal(&two), "1 and 2 threads give different outputs");
+        }
+        tch::set_num_threads(threads);
+        // A layer in training is libtorch's convolution, gradient included.
+        let trainable = nn::VarStore::new(Device::Cpu);
+        let layer = PortableConv::new(trainable.root(), 4, 4, 3, 1);
+        let x = Tensor::randn([1, 4, 5, 5], (Kind::Float, Device::Cpu));
+        layer.forward(&x).sum(Kind::Float).backward();
+        assert!(layer.ws.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn exponents_come_from_the_bits() {
+        assert_eq!(exponent_above(1.0), 1);
+        assert_eq!(exponent_above(0.75), 0);
+        assert_eq!(exponent_above(-3.0), 2);
+        assert_eq!(exponent_above(4.0), 3);
+        assert_eq!(exponent_above(0.0), 0);
+        assert_eq!(exponent_above(f64::from_bits(1)), -1073);
+        for e in [-1000, -30, 0, 7, 1000] {
+            assert_eq!(exponent_above(power_of_two(e)), e + 1);
+        }
+    }
+
+    #[test]
+    fn flow_warp_is_bilinear_sampling_with_border_padding() {
+        let x = Tensor::randn([2, 3, 9, 11], (Kind::Float, Device::Cpu));
+        // Whole, fractional and out-of-picture displacements.
+        let flow = Tensor::randn([2, 2, 9, 11], (Kind::Float, Device::Cpu)) * 4.0;
+        let gx = Tensor::arange(11, (Kind::Float, Device::Cpu)).view([1, 1, 11]) + flow.select(1, 0);
+        let gy = Tensor::arange(9, (Kind::Float, Device::Cpu)).view([1, 9, 1]) + flow.select(1, 1);
+        let grid = Tensor::stack(&[gx * (2.0 / 10.0) - 1.0, gy * (2.0 / 8.0) - 1.0], 3);
+        let reference = x.grid_sampler(&grid, 0, 1, true);
+        let err = (flow_warp(&x, &flow) - reference).abs().max().double_value(&[]);
+        assert!(err < 1e-5, "differs from grid_sampler by {err}");
+        // No flow is the identity.
+        assert!(flow_warp(&x, &flow.zeros_like()).equal(&x));
+    }
 
     #[test]
     fn exact_pointwise_conv_is_a_1x1_conv_and_ignores_the_thread_count() {

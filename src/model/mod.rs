@@ -102,8 +102,10 @@ pub(crate) static THREAD_COUNT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::ne
 /// Revision of the arithmetic by which the code turns a model into decoded values. The entropy
 /// model's means and scales must match the encoder's to the last bit, so a stream coded under
 /// another revision would decode to wrong values instead of being refused: bump this whenever a
-/// network's computation changes (1: `ExactPointwiseConv` as a matrix product, session 21).
-pub const NUMERICS_REVISION: u32 = 1;
+/// network's computation changes (1: `ExactPointwiseConv` as a matrix product, session 21; 2: the
+/// codec's decoding path in `PortableConv`, `portable_exp`, a gather-based `flow_warp` and table
+/// indices from log σ, session 23).
+pub const NUMERICS_REVISION: u32 = 2;
 
 /// The model id written into every sequence header: FNV-1a 64 of the weights file followed
 /// by the config as compact JSON and `numerics <NUMERICS_REVISION>`. All three decide what a

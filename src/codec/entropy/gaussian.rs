@@ -9,12 +9,17 @@ use anyhow::{ensure, Result};
 
 pub const SCALE_MIN: f64 = 0.11;
 pub const SCALE_MAX: f64 = 64.0;
+/// ln SCALE_MIN and ln SCALE_MAX as literals: the platform's `ln` need not round alike
+/// everywhere, and these place the table's index boundaries.
+pub const LN_SCALE_MIN: f64 = -2.2072749131897207;
+pub const LN_SCALE_MAX: f64 = 4.1588830833596715;
 pub const NUM_SCALES: usize = 64;
 /// Tail mass left to the escape symbol on each side.
 const TAIL_MASS: f64 = 1e-6;
 
-/// `exp` from range reduction and a Taylor series: deterministic across platforms.
-fn det_exp(x: f64) -> f64 {
+/// `exp` from range reduction and a Taylor series in IEEE basic operations: the same on every
+/// platform (Rust does not contract them into fused multiply-adds).
+pub fn portable_exp(x: f64) -> f64 {
     const LN2: f64 = std::f64::consts::LN_2;
     if x < -700.0 {
         return 0.0;
@@ -52,20 +57,23 @@ fn normal_cdf(x: f64) -> f64 {
                     + t * (-0.18628806
                         + t * (0.27886807
                             + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    let erfc = t * det_exp(poly);
+    let erfc = t * portable_exp(poly);
     let erfc = if z >= 0.0 { erfc } else { 2.0 - erfc };
     0.5 * erfc
 }
 
+/// ln of the scale of table entry `i`: evenly spaced from ln SCALE_MIN to ln SCALE_MAX.
+fn log_scale_of_index(i: usize) -> f64 {
+    LN_SCALE_MIN + (LN_SCALE_MAX - LN_SCALE_MIN) * i as f64 / (NUM_SCALES - 1) as f64
+}
+
 /// The scale of table entry `i`: log-spaced from SCALE_MIN to SCALE_MAX.
 pub fn scale_of_index(i: usize) -> f64 {
-    let lo = SCALE_MIN.ln();
-    let hi = SCALE_MAX.ln();
-    (lo + (hi - lo) * i as f64 / (NUM_SCALES - 1) as f64).exp()
+    portable_exp(log_scale_of_index(i))
 }
 
 pub struct GaussianConditional {
-    scales: Vec<f32>,
+    log_scales: Vec<f64>,
     tables: Vec<CdfTable>,
 }
 
@@ -77,17 +85,13 @@ impl Default for GaussianConditional {
 
 impl GaussianConditional {
     pub fn new() -> Self {
-        // The scales themselves only steer index selection, so the platform `exp` is fine
-        // here; the tables below depend on the index alone and use deterministic math.
-        let scales: Vec<f32> = (0..NUM_SCALES).map(|i| scale_of_index(i) as f32).collect();
+        let log_scales = (0..NUM_SCALES).map(log_scale_of_index).collect();
         let tables = (0..NUM_SCALES).map(Self::table_for_index).collect();
-        Self { scales, tables }
+        Self { log_scales, tables }
     }
 
     fn table_for_index(i: usize) -> CdfTable {
-        // Log-spaced scale recomputed with deterministic exp.
-        let (lo, hi) = (SCALE_MIN.ln(), SCALE_MAX.ln());
-        let s = det_exp(lo + (hi - lo) * i as f64 / (NUM_SCALES - 1) as f64);
+        let s = scale_of_index(i);
         // Smallest half-width whose one-sided tail is below TAIL_MASS.
         let mut m = 1i32;
         while normal_cdf(-(m as f64 + 0.5) / s) > TAIL_MASS {
@@ -99,9 +103,10 @@ impl GaussianConditional {
         CdfTable::from_pmf(&pmf, -m).expect("Gaussian table is well formed")
     }
 
-    /// The table index for a predicted scale: the smallest table scale >= `scale`.
-    pub fn index_for_scale(&self, scale: f32) -> u8 {
-        let i = self.scales.partition_point(|&s| s < scale);
+    /// The table index for a predicted scale given as its logarithm (the networks' output, so
+    /// no platform `exp` decides it): the smallest table scale >= the scale.
+    pub fn index_for_log_scale(&self, log_scale: f32) -> u8 {
+        let i = self.log_scales.partition_point(|&s| s < log_scale as f64);
         i.min(NUM_SCALES - 1) as u8
     }
 
@@ -142,9 +147,11 @@ mod tests {
     #[test]
     fn deterministic_math_matches_libm() {
         for x in [-30.0, -5.5, -1.0, 0.0, 0.3, 2.0, 10.0] {
-            let (a, b) = (det_exp(x), f64::exp(x));
+            let (a, b) = (portable_exp(x), f64::exp(x));
             assert!(((a - b) / b).abs() < 1e-13, "exp({x}): {a} vs {b}");
         }
+        assert_eq!(LN_SCALE_MIN, SCALE_MIN.ln());
+        assert_eq!(LN_SCALE_MAX, SCALE_MAX.ln());
         assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
         assert!((normal_cdf(1.0) - 0.841_344_746).abs() < 1e-6);
         assert!((normal_cdf(-2.0) - 0.022_750_132).abs() < 1e-6);
@@ -162,8 +169,10 @@ mod tests {
                 assert!(f[k].abs_diff(f[n - 1 - k]) <= 1, "table {i} asymmetric at {k}");
             }
         }
-        assert_eq!(gc.index_for_scale(0.0), 0);
-        assert_eq!(gc.index_for_scale(1e9), (NUM_SCALES - 1) as u8);
-        assert_eq!(gc.index_for_scale(scale_of_index(10) as f32), 10);
+        assert_eq!(gc.index_for_log_scale(-100.0), 0);
+        assert_eq!(gc.index_for_log_scale(100.0), (NUM_SCALES - 1) as u8);
+        let between = |i: usize| ((log_scale_of_index(i) + log_scale_of_index(i + 1)) / 2.0) as f32;
+        assert_eq!(gc.index_for_log_scale(between(10)), 11);
+        assert_eq!(gc.index_for_log_scale(log_scale_of_index(10) as f32 - 1e-6), 10);
     }
 }

@@ -6,7 +6,9 @@ mod gaussian;
 mod rans;
 
 pub use cdf::CdfTable;
-pub use gaussian::{scale_of_index, GaussianConditional, NUM_SCALES, SCALE_MAX, SCALE_MIN};
+pub use gaussian::{
+    portable_exp, scale_of_index, GaussianConditional, LN_SCALE_MAX, LN_SCALE_MIN, NUM_SCALES, SCALE_MAX, SCALE_MIN,
+};
 pub use rans::{Interval, RansDecoder, RansEncoder, PRECISION};
 
 /// A symbol costing more than this many bits is a "surprise": a residual where the entropy
