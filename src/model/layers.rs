@@ -59,6 +59,8 @@ const INPUT_BITS: i32 = 22;
 const ACCUMULATOR_BITS: i32 = 53;
 /// A layer whose weights would get fewer fixed-point bits than this is refused at construction.
 const MIN_WEIGHT_BITS: i32 = 12;
+/// Largest unfolded input one f64 convolution of a `PortableConv` gets (see `banded_conv`).
+const BAND_BYTES: i64 = 8 << 20;
 
 /// The exponent e with 2^(e−1) <= |v| < 2^e (0 for zero): read from the bits, not from `log2`.
 fn exponent_above(v: f64) -> i32 {
@@ -131,9 +133,34 @@ impl PortableConv {
         let from_int: Vec<f64> = weight_exponents.iter().map(|&e| power_of_two(-e - input_exponent)).collect();
         let per_channel = |v: &[f64]| Tensor::from_slice(v).to_device(x.device());
         let w_int = (double(&self.ws) * per_channel(&to_int).view([cout, 1, 1, 1])).round();
-        let stride = [self.stride, self.stride];
-        let sums = x_int.conv2d(&w_int, None::<Tensor>, stride, [self.padding, self.padding], [1, 1], 1);
+        let sums = self.banded_conv(&x_int, &w_int);
         (sums * per_channel(&from_int).view([1, cout, 1, 1])).to_kind(x.kind()) + self.bs.view([1, cout, 1, 1])
+    }
+
+    /// The convolution of the integers in bands of output rows. libtorch convolves f64 through
+    /// an unfolded copy of the input (one column of cin·k² values per output pixel), which at
+    /// a 640×480 frame's latent grid is 50 MB for one layer, above the size glibc serves
+    /// without fresh pages each time, and grows with the frame; a band's copy stays below
+    /// `BAND_BYTES`. Every output is the same exact sum either way.
+    fn banded_conv(&self, x_int: &Tensor, w_int: &Tensor) -> Tensor {
+        let (_, cin, k, _) = w_int.size4().expect("4-D weights");
+        let (s, p) = (self.stride, self.padding);
+        let padded = x_int.constant_pad_nd([p, p, p, p]);
+        let (_, _, h, w) = padded.size4().expect("4-D input");
+        let (out_h, out_w) = ((h - k) / s + 1, (w - k) / s + 1);
+        let rows = (BAND_BYTES / (cin * k * k * out_w * 8)).clamp(1, out_h);
+        let bands: Vec<Tensor> = (0..out_h)
+            .step_by(rows as usize)
+            .map(|r0| {
+                let r1 = (r0 + rows).min(out_h);
+                let input = padded.narrow(2, r0 * s, (r1 - 1) * s + k - r0 * s);
+                input.conv2d(w_int, None::<Tensor>, [s, s], [0, 0], [1, 1], 1)
+            })
+            .collect();
+        if bands.len() == 1 {
+            return bands.into_iter().next().expect("one band");
+        }
+        Tensor::cat(&bands, 2)
     }
 }
 
@@ -294,6 +321,25 @@ mod tests {
         let x = Tensor::randn([1, 4, 5, 5], (Kind::Float, Device::Cpu));
         layer.forward(&x).sum(Kind::Float).backward();
         assert!(layer.ws.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn banded_convolution_is_the_whole_convolution() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        // Sizes that need several bands of `BAND_BYTES`, the last one short, at both strides.
+        for (layer, cin, h, w) in [
+            (PortableConv::new(vs.root() / "a", 40, 8, 3, 2), 40, 61, 400),
+            (PortableConv::new(vs.root() / "b", 256, 8, 1, 1), 256, 150, 64),
+            (PortableConv::new(vs.root() / "c", 24, 8, 3, 1), 24, 97, 300),
+        ] {
+            let x_int = (Tensor::randn([1, cin, h, w], (Kind::Double, Device::Cpu)) * 1e6).round();
+            let w_int = (layer.ws.to_kind(Kind::Double) * 4096.0).round();
+            let (s, p) = ([layer.stride, layer.stride], [layer.padding, layer.padding]);
+            let whole = x_int.conv2d(&w_int, None::<Tensor>, s, p, [1, 1], 1);
+            let rows_per_band = BAND_BYTES / (cin * w_int.size()[2].pow(2) * whole.size()[3] * 8);
+            assert!(rows_per_band < whole.size()[2], "{cin} channels fit one band");
+            assert!(layer.banded_conv(&x_int, &w_int).equal(&whole));
+        }
     }
 
     #[test]
