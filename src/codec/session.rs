@@ -607,11 +607,12 @@ impl DecoderSession {
             (latent, code, Some(ctx), Some(flow8_hat))
         };
         // The unit's CRC held, so the bytes are the encoder's: it computed other entropy
-        // parameters than this decoder, as a CPU with other float results does.
+        // parameters than this decoder. The decoding path is CPU-independent (`PortableConv`),
+        // so that takes another libtorch build or device, or a bug.
         ensure!(
             dec.is_exhausted(),
             "frame {} payload does not match its symbols although its CRC holds: the encoder's arithmetic differs \
-             from this decoder's (a stream made on another CPU or libtorch build?)",
+             from this decoder's (a stream made with another libtorch build or device?)",
             packet.frame_number
         );
         let (ds, d) = self.effective_steps();
