@@ -4,7 +4,7 @@ use super::bitstream::{self, FrameType};
 use super::session::{DecoderSession, EncodedFrame, EncoderParams, EncoderSession, MissingReference};
 use crate::clips::{clip_dir, load_clip};
 use crate::model::gvc::GvcModel;
-use crate::model::ModelConfig;
+use crate::model::{fnv1a64, ModelConfig};
 use std::sync::Arc;
 use tch::{Device, Tensor};
 
@@ -206,26 +206,64 @@ fn encode_clip(model: &Arc<GvcModel>, frames: &Tensor, qp: u8) -> (Vec<Vec<u8>>,
 
 fn hash_frames(frames: &[Tensor]) -> u64 {
     let bytes: Vec<u8> = frames.iter().flat_map(crate::video::tensor_to_rgb_bytes).collect();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
+    fnv1a64(&bytes)
 }
 
-/// Decodes `stream` (access units) without and with diffusion; returns both frame lists.
-fn decode_stream(model: &Arc<GvcModel>, stream: &[Vec<u8>]) -> (Vec<Tensor>, Vec<Tensor>) {
+fn hash_latents(latents: &[Tensor]) -> u64 {
+    let bytes: Vec<u8> = latents
+        .iter()
+        .flat_map(|t| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    fnv1a64(&bytes)
+}
+
+/// Decodes `stream` (access units) without and with diffusion; returns both frame lists and
+/// the decoded latents ŷ.
+fn decode_stream(model: &Arc<GvcModel>, stream: &[Vec<u8>]) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) {
     let mut plain = DecoderSession::new(model.clone());
     plain.diffusion_steps = Some(0);
     let mut diffused = DecoderSession::new(model.clone());
-    stream.iter().map(|au| (plain.decode(au).unwrap().picture, diffused.decode(au).unwrap().picture)).unzip()
+    let (mut pictures, mut diffused_pictures, mut latents) = (Vec::new(), Vec::new(), Vec::new());
+    for au in stream {
+        let frame = plain.decode(au).unwrap();
+        pictures.push(frame.picture);
+        latents.push(frame.latent);
+        diffused_pictures.push(diffused.decode(au).unwrap().picture);
+    }
+    (pictures, diffused_pictures, latents)
 }
 
-/// Child-process half of `trained_model_is_bit_exact_across_processes_and_thread_counts`.
+/// Child-process half of `decode_in_child`.
 #[test]
 fn child_decode_from_file() {
     let Ok(path) = std::env::var("GVC_CHILD_STREAM") else { return };
     tch::set_num_threads(2);
     let data = std::fs::read(&path).unwrap();
     let stream: Vec<Vec<u8>> = serde_json::from_slice(&data).unwrap();
-    let (plain, diffused) = decode_stream(&shipped_model(), &stream);
-    std::fs::write(format!("{path}.hash"), format!("{} {}", hash_frames(&plain), hash_frames(&diffused))).unwrap();
+    let (plain, diffused, latents) = decode_stream(&shipped_model(), &stream);
+    let hashes = [hash_frames(&plain), hash_frames(&diffused), hash_latents(&latents)];
+    std::fs::write(format!("{path}.hash"), serde_json::to_vec(&hashes).unwrap()).unwrap();
+}
+
+/// Decodes `stream` with the shipped model in a new process with `env` set; returns the hashes
+/// of its pictures without and with diffusion and of its latents ŷ.
+fn decode_in_child(stream: &[Vec<u8>], env: &[(&str, &str)]) -> [u64; 3] {
+    // Tests run in parallel in one process: each call gets its own file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("gvc-child-{}-{call}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec(stream).unwrap()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "codec::tests::child_decode_from_file", "--nocapture"])
+        .env("GVC_CHILD_STREAM", &path)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child decoder failed");
+    let hashes = serde_json::from_slice(&std::fs::read(format!("{}.hash", path.display())).unwrap()).unwrap();
+    std::fs::remove_file(&path).ok();
+    hashes
 }
 
 #[test]
@@ -235,12 +273,12 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     let frames = real_frames(16);
     tch::set_num_threads(2);
     let (stream, recon) = encode_clip(&model, &frames, 1);
-    let (plain, diffused) = decode_stream(&model, &stream);
+    let (plain, diffused, _) = decode_stream(&model, &stream);
     for (i, (a, b)) in plain.iter().zip(&recon).enumerate() {
         assert!(a.equal(b), "frame {i}: decoder output differs from the encoder reconstruction");
     }
     // Decoding twice gives identical frames, diffusion included.
-    let (_, again) = decode_stream(&model, &stream);
+    let (_, again, _) = decode_stream(&model, &stream);
     assert!(diffused.iter().zip(&again).all(|(a, b)| a.equal(b)));
     // Another intra-op thread count changes nothing: an encoder on 1 thread writes the same
     // bytes and reconstruction, a decoder on 1 thread outputs the same pictures, diffusion
@@ -248,7 +286,7 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     // are `ExactPointwiseConv`).
     tch::set_num_threads(1);
     let (stream_1t, recon_1t) = encode_clip(&model, &frames, 1);
-    let (plain_1t, diffused_1t) = decode_stream(&model, &stream);
+    let (plain_1t, diffused_1t, _) = decode_stream(&model, &stream);
     tch::set_num_threads(2);
     assert_eq!(stream_1t, stream, "a 1-thread encoder writes other bytes");
     for i in 0..recon.len() {
@@ -257,36 +295,8 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
         assert!(diffused_1t[i].equal(&diffused[i]), "frame {i}: 1-thread diffusion decode differs");
     }
     // A separate process decodes the same bits to the same pictures.
-    let path = std::env::temp_dir().join(format!("gvc-child-{}.json", std::process::id()));
-    std::fs::write(&path, serde_json::to_vec(&stream).unwrap()).unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "codec::tests::child_decode_from_file", "--nocapture"])
-        .env("GVC_CHILD_STREAM", &path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let child = std::fs::read_to_string(format!("{}.hash", path.display())).unwrap();
-    assert_eq!(child, format!("{} {}", hash_frames(&plain), hash_frames(&diffused)));
-    std::fs::remove_file(&path).ok();
-}
-
-fn hash_latents(latents: &[Tensor]) -> u64 {
-    let bits: Vec<u32> = latents
-        .iter()
-        .flat_map(|t| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap().into_iter().map(f32::to_bits))
-        .collect();
-    bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
-}
-
-/// Child-process half of `streams_decode_alike_on_other_instruction_sets`.
-#[test]
-fn child_decode_latents_from_file() {
-    let Ok(path) = std::env::var("GVC_CHILD_LATENTS") else { return };
-    let stream: Vec<Vec<u8>> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let mut dec = DecoderSession::new(shipped_model());
-    dec.diffusion_steps = Some(0);
-    let latents: Vec<Tensor> = stream.iter().map(|au| dec.decode(au).unwrap().latent).collect();
-    std::fs::write(format!("{path}.hash"), hash_latents(&latents).to_string()).unwrap();
+    let [plain_hash, diffused_hash, _] = decode_in_child(&stream, &[]);
+    assert_eq!((plain_hash, diffused_hash), (hash_frames(&plain), hash_frames(&diffused)));
 }
 
 /// A decoder on a CPU without this one's instruction sets reads the stream exactly as the
@@ -302,21 +312,14 @@ fn streams_decode_alike_on_other_instruction_sets() {
     let coded = encode_frames(&model, &frames, &p);
     let stream: Vec<Vec<u8>> = coded.iter().map(|e| e.data.clone()).collect();
     let latents: Vec<Tensor> = coded.iter().map(|e| e.latent.shallow_clone()).collect();
-    let path = std::env::temp_dir().join(format!("gvc-child-isa-{}.json", std::process::id()));
-    std::fs::write(&path, serde_json::to_vec(&stream).unwrap()).unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "codec::tests::child_decode_latents_from_file", "--nocapture"])
-        .env("GVC_CHILD_LATENTS", &path)
-        .env("ONEDNN_MAX_CPU_ISA", "SSE41")
-        .env("ATEN_CPU_CAPABILITY", "default")
-        .env("MKL_CBWR", "COMPATIBLE")
-        .env("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
-        .status()
-        .unwrap();
-    assert!(status.success(), "the capped decoder failed");
-    let child = std::fs::read_to_string(format!("{}.hash", path.display())).unwrap();
-    std::fs::remove_file(&path).ok();
-    assert_eq!(child, hash_latents(&latents).to_string(), "the capped decoder decoded other latents");
+    let capped = [
+        ("ONEDNN_MAX_CPU_ISA", "SSE41"),
+        ("ATEN_CPU_CAPABILITY", "default"),
+        ("MKL_CBWR", "COMPATIBLE"),
+        ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"),
+    ];
+    let [_, _, child_latents] = decode_in_child(&stream, &capped);
+    assert_eq!(child_latents, hash_latents(&latents), "the capped decoder decoded other latents");
 }
 
 #[test]

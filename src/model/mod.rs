@@ -115,7 +115,12 @@ pub fn model_id(weights: &Path, config: &ModelConfig) -> Result<u64> {
     let mut bytes = std::fs::read(weights).with_context(|| format!("reading {}", weights.display()))?;
     bytes.extend(serde_json::to_vec(config)?);
     bytes.extend(format!("numerics {NUMERICS_REVISION}").bytes());
-    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)))
+    Ok(fnv1a64(&bytes))
+}
+
+/// FNV-1a 64 of `bytes`: the model id's hash, also what the tests fingerprint outputs with.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
 }
 
 /// Loads a third-party network converted at setup (e.g. `spynet.safetensors`).
