@@ -1,7 +1,7 @@
 //! The latent autoencoder: our stand-in for Stable Diffusion's frozen VAE (no package
 //! ships one). E maps RGB to a latent at 1/8 resolution; D maps it back.
 
-use super::layers::{conv, pad_replicate, ResBlock, SubpelConv};
+use super::layers::{channels_last, conv, pad_replicate, ResBlock, SubpelConv};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -41,13 +41,13 @@ impl LatentEncoder {
 
     /// RGB in [0,1], sides multiples of 8 → latent (N, C, H/8, W/8).
     pub fn encode(&self, x: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(&(x * 2.0 - 1.0)).leaky_relu();
+        let mut h = self.conv_in.forward(&channels_last(&(x * 2.0 - 1.0))).leaky_relu();
         h = self.down[0].forward(&h).leaky_relu();
         h = self.down[1].forward(&h).leaky_relu();
         h = self.down[2].forward(&h);
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
-        self.conv_out.forward(&h)
+        self.conv_out.forward(&h).contiguous()
     }
 }
 
@@ -74,13 +74,13 @@ impl LatentDecoder {
 
     /// Latent → RGB, nominally in [0,1] (not clamped, so training sees the overshoot).
     pub fn decode(&self, y: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(y);
+        let mut h = self.conv_in.forward(&channels_last(y));
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
         h = self.up[0].forward(&h).leaky_relu();
         h = self.up[1].forward(&h).leaky_relu();
         h = self.up[2].forward(&h).leaky_relu();
-        self.conv_out.forward(&h) * 0.5 + 0.5
+        (self.conv_out.forward(&h) * 0.5 + 0.5).contiguous()
     }
 }
 

@@ -2,7 +2,7 @@
 //! inference: a factorized (per-channel Gaussian) prior for hyper-latents and a Gaussian
 //! conditional for latents, both indexing the same fixed scale table.
 
-use super::layers::{conv, portable_exp, PortableConv};
+use super::layers::{conv, pixel_shuffle2, portable_exp, PortableConv};
 use crate::codec::entropy::{GaussianConditional, SCALE_MIN};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -105,8 +105,8 @@ impl Hyperprior {
 
     /// Back to the code grid, cropped to the code's `h`×`w`.
     pub fn synthesis(&self, z_hat: &Tensor, qp: i64, h: i64, w: i64) -> Tensor {
-        let x = self.h_s[0].forward(&(z_hat / self.z_q(qp))).leaky_relu().pixel_shuffle(2);
-        let x = self.h_s[1].forward(&x).leaky_relu().pixel_shuffle(2);
+        let x = pixel_shuffle2(&self.h_s[0].forward(&(z_hat / self.z_q(qp))).leaky_relu());
+        let x = pixel_shuffle2(&self.h_s[1].forward(&x).leaky_relu());
         self.h_s[2].forward(&x).narrow(2, 0, h).narrow(3, 0, w)
     }
 

@@ -223,6 +223,33 @@ pub fn portable_exp(t: &Tensor) -> Tensor {
     Tensor::from_slice(&exps).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device())
 }
 
+/// `pixel_shuffle(2)`. On the usual (N, C, H, W) layout as a view and one copy, 3–4× faster
+/// than libtorch's CPU kernel there (4.1 vs 0.96 ms for 128 channels at 128×128, 2 threads);
+/// a channels-last input goes to libtorch's channels-last kernel, which is fast and keeps
+/// that layout.
+pub fn pixel_shuffle2(x: &Tensor) -> Tensor {
+    if is_channels_last(x) {
+        return x.pixel_shuffle(2);
+    }
+    let (n, c4, h, w) = x.size4().expect("4-D input");
+    let c = c4 / 4;
+    x.view([n, c, 2, 2, h, w]).permute([0, 1, 4, 2, 5, 3]).reshape([n, c, 2 * h, 2 * w])
+}
+
+/// The same (N, C, H, W) tensor stored channels-last (N, H, W, C in memory), the layout
+/// oneDNN's float convolutions run fastest on here: the latent autoencoder's full-resolution
+/// layers take 17–21 % less time in it (Python timing of the same network, 256×256–640×480).
+/// Later layers keep the layout; it changes the float sums' order, so values move in the
+/// last bits (pictures only: no part of the autoencoder is on the codec's decoding path).
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+fn is_channels_last(x: &Tensor) -> bool {
+    let (_, c, h, w) = x.size4().expect("4-D input");
+    x.stride() == [h * w * c, 1, w * c, c]
+}
+
 /// 2× up-sampling by sub-pixel convolution; `C` is the convolution (`PortableConv` on the
 /// codec's decoding path).
 #[derive(Debug)]
@@ -244,7 +271,7 @@ impl SubpelConv<PortableConv> {
 
 impl<C: Module> Module for SubpelConv<C> {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.conv.forward(xs).pixel_shuffle(2)
+        pixel_shuffle2(&self.conv.forward(xs))
     }
 }
 
@@ -403,6 +430,20 @@ mod tests {
             assert!(rows_per_band < whole.size()[2], "{cin} channels fit one band");
             assert!(layer.banded_conv(&x_int, &w_int).equal(&whole));
         }
+    }
+
+    #[test]
+    fn pixel_shuffle2_is_libtorchs_pixel_shuffle() {
+        let x = Tensor::randn([2, 12, 5, 7], (Kind::Float, Device::Cpu));
+        assert!(pixel_shuffle2(&x).equal(&x.pixel_shuffle(2)));
+        // Non-contiguous input, as a narrowed feature map can be.
+        let t = Tensor::randn([2, 5, 12, 7], (Kind::Float, Device::Cpu)).transpose(1, 2);
+        assert!(pixel_shuffle2(&t).equal(&t.pixel_shuffle(2)));
+        // Channels-last stays channels-last.
+        let cl = channels_last(&x);
+        assert!(cl.equal(&x) && is_channels_last(&cl) && !is_channels_last(&x));
+        let shuffled = pixel_shuffle2(&cl);
+        assert!(shuffled.equal(&x.pixel_shuffle(2)) && is_channels_last(&shuffled));
     }
 
     #[test]
