@@ -1,7 +1,7 @@
 //! SpyNet optical flow (Ranjan & Black), the 6-level variant fine-tuned in BasicVSR.
 //! Parameter names mirror BasicVSR's `SPyNet` so its checkpoint loads directly.
 
-use super::layers::{flow_warp, resize};
+use super::layers::{channels_last, flow_warp, resize};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -29,14 +29,15 @@ impl BasicModule {
 
 impl Module for BasicModule {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let mut h = xs.shallow_clone();
+        // Channels-last: 7–13 % faster 7×7 convolutions here (Python timing, 64²–320×240).
+        let mut h = channels_last(xs);
         for (i, c) in self.convs.iter().enumerate() {
             h = c.forward(&h);
             if i + 1 < self.convs.len() {
                 h = h.relu();
             }
         }
-        h
+        h.contiguous()
     }
 }
 
