@@ -190,7 +190,23 @@ impl PortableConv {
             .map(|r0| {
                 let r1 = (r0 + rows).min(out_h);
                 let input = padded.narrow(2, r0 * s, (r1 - 1) * s + k - r0 * s);
-                input.conv2d(w_int, None::<Tensor>, [s, s], [0, 0], [1, 1], 1)
+                // cuDNN off: on CUDA it may pick FFT or Winograd, which are not sums of the
+                // products; ATen's own convolution is an unfolded copy and a GEMM everywhere.
+                let (benchmark, deterministic, cudnn, tf32) = (false, true, false, false);
+                input.internal_convolution(
+                    w_int,
+                    None::<Tensor>,
+                    [s, s],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                    [0, 0],
+                    1,
+                    benchmark,
+                    deterministic,
+                    cudnn,
+                    tf32,
+                )
             })
             .collect();
         if bands.len() == 1 {
