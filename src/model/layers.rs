@@ -253,10 +253,13 @@ pub fn pixel_shuffle2(x: &Tensor) -> Tensor {
 }
 
 /// The same (N, C, H, W) tensor stored channels-last (N, H, W, C in memory), the layout
-/// oneDNN's float convolutions run fastest on here: the latent autoencoder's full-resolution
+/// oneDNN's float convolutions run fastest on here: the latent decoder's full-resolution
 /// layers take 17–21 % less time in it (Python timing of the same network, 256×256–640×480).
 /// Later layers keep the layout; it changes the float sums' order, so values move in the
-/// last bits (pictures only: no part of the autoencoder is on the codec's decoding path).
+/// last bits (pictures only: D is not on the codec's decoding path). The encoder E stays on
+/// the layout its input comes in: channels-last there made `gvcenc`'s stream and the engine's
+/// part ways on the tiny test model (test `real_clip_through_decodebin_and_the_engine_agree`;
+/// cause not found).
 pub fn channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
