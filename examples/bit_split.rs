@@ -37,6 +37,7 @@ fn main() -> Result<()> {
             independent_steps: 4,
             adaptive_intra,
             intra_qp_offset,
+            bitrate: None,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());

@@ -138,6 +138,29 @@ fn intra_qp_offset_sets_the_rate_point_of_i_frames() {
     assert_eq!(qps, [1, 2, 1, 2, 2, 2]);
 }
 
+/// `bitrate` picks each frame's rate point: at a target no frame can meet, the QP climbs from
+/// `qp` to the coarsest rate point (the tiny model has 4) and stays there.
+#[test]
+fn bitrate_moves_the_rate_point() {
+    init();
+    let mut h = gst_check::Harness::new("gvcenc");
+    let enc = h.element().unwrap();
+    enc.set_property("model", random_model());
+    enc.set_property("adaptive-intra", false);
+    enc.set_property("intra-qp-offset", 0i32);
+    enc.set_property("qp", 0u32);
+    enc.set_property("bitrate", 1u32);
+    assert_eq!(enc.property::<u32>("bitrate"), 1);
+    h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
+    push_frames(&mut h, 64, 48, 0..8);
+    h.push_event(gst::event::Eos::new());
+    let qps: Vec<u8> = std::iter::from_fn(|| h.try_pull())
+        .map(|b| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.qp_index)
+        .collect();
+    assert_eq!(qps.len(), 8);
+    assert!(qps[0] == 0 && qps[7] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
+}
+
 #[test]
 fn encoder_honours_force_key_unit() {
     init();
@@ -381,6 +404,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         independent_steps: 0,
         adaptive_intra: true,
         intra_qp_offset: None,
+        bitrate: None,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

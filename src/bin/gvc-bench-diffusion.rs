@@ -82,6 +82,7 @@ fn main() -> Result<()> {
             independent_steps: ds,
             adaptive_intra: true,
             intra_qp_offset,
+            bitrate: None,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let stream: Vec<Vec<u8>> =

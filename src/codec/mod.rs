@@ -2,6 +2,7 @@
 
 pub mod bitstream;
 pub mod entropy;
+pub mod rate_control;
 pub mod session;
 
 #[cfg(test)]

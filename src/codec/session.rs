@@ -7,6 +7,7 @@
 
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
 use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
+use super::rate_control::RateController;
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
 use crate::model::codec::{split_log_params, CheckerboardPrior, CodePrior, TemporalContext};
 use crate::model::entropy_model::Hyperprior;
@@ -255,7 +256,13 @@ pub struct EncoderParams {
     /// (x264's ipratio plays the same role). None: the model's choice for the QP
     /// ([`CodecConfig::intra_qp_offset_for`](crate::model::CodecConfig::intra_qp_offset_for)).
     pub intra_qp_offset: Option<u8>,
+    /// Target bits per second: each frame's QP is picked by a [`RateController`] (a buffer of
+    /// one second), starting from `qp`. None: every frame at `qp`.
+    pub bitrate: Option<u32>,
 }
+
+/// The rate-control buffer: one second of the target rate.
+const RATE_CONTROL_BUFFER_SECONDS: f64 = 1.0;
 
 pub struct EncodedFrame {
     /// One access unit: sequence header (before I-frames) + frame unit.
@@ -297,6 +304,7 @@ pub struct EncoderSession {
     /// Bytes of the last first P-frame after an I-frame: what a restart costs on top of the
     /// I-frame.
     first_p_bytes: Option<usize>,
+    rate_control: Option<RateController>,
 }
 
 impl EncoderSession {
@@ -325,6 +333,16 @@ impl EncoderSession {
             num_rate_points: model.config.codec.num_qps as u8,
         };
         header.validate()?;
+        let rate_control = match params.bitrate {
+            Some(bits_per_second) => Some(RateController::new(
+                f64::from(bits_per_second),
+                f64::from(params.fps_n) / f64::from(params.fps_d),
+                RATE_CONTROL_BUFFER_SECONDS,
+                params.qp,
+                (model.config.codec.num_qps - 1) as u8,
+            )?),
+            None => None,
+        };
         Ok(Self {
             model,
             spynet,
@@ -338,6 +356,7 @@ impl EncoderSession {
             adaptive_intra: params.adaptive_intra,
             intra_qp_offset: params.intra_qp_offset,
             first_p_bytes: None,
+            rate_control,
         })
     }
 
@@ -378,7 +397,14 @@ impl EncoderSession {
             self.header.display_width
         );
         let intra = force_intra || self.reference.is_none() || self.since_intra >= self.header.intra_period as u32;
-        tch::no_grad(|| self.encode_inner(frame, intra))
+        if let Some(qp) = self.rate_control.as_ref().map(RateController::qp) {
+            self.set_qp(qp)?;
+        }
+        let encoded = tch::no_grad(|| self.encode_inner(frame, intra))?;
+        if let Some(rc) = self.rate_control.as_mut() {
+            rc.frame_coded(encoded.data.len());
+        }
+        Ok(encoded)
     }
 
     fn encode_inner(&mut self, frame: &Tensor, intra: bool) -> Result<EncodedFrame> {

@@ -28,6 +28,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         independent_steps: d,
         adaptive_intra: false,
         intra_qp_offset: Some(0),
+        bitrate: None,
     }
 }
 
@@ -320,6 +321,35 @@ fn streams_decode_alike_on_other_instruction_sets() {
     ];
     let [_, _, child_latents] = decode_in_child(&stream, &capped);
     assert_eq!(child_latents, hash_latents(&latents), "the capped decoder decoded other latents");
+}
+
+/// A target between two rate points' rates is held on a real clip: the leaky bucket keeps the
+/// bits spent within its tolerance (half a second of the target) plus the largest frame of
+/// the target, which a coder left at its starting QP overshoots, by moving to the coarser
+/// rate point.
+#[test]
+fn bitrate_mode_holds_a_target_between_rate_points() {
+    let model = shipped_model();
+    let frames = real_frames(64);
+    let n = frames.size()[0] as f64;
+    let bits = |coded: &[EncodedFrame]| coded.iter().map(|e| e.data.len() as f64 * 8.0).collect::<Vec<f64>>();
+    let constant = |qp| bits(&encode_frames(&model, &frames, &EncoderParams { qp, ..params(176, 144, 0, 0) }));
+    let (at_1, at_2): (f64, f64) = (constant(1).iter().sum(), constant(2).iter().sum());
+    let bitrate = ((at_1 * at_2).sqrt() / n * 30.0) as u32;
+    let p = EncoderParams { qp: 1, bitrate: Some(bitrate), ..params(176, 144, 0, 0) };
+    let coded = encode_frames(&model, &frames, &p);
+    let sizes = bits(&coded);
+    let (spent, target) = (sizes.iter().sum::<f64>(), f64::from(bitrate) * n / 30.0);
+    let bound = f64::from(bitrate) * 0.5 + sizes.iter().fold(f64::from(bitrate) / 30.0, |a, &b| a.max(b));
+    assert!(
+        (spent - target).abs() <= bound,
+        "spent {spent} bits for a target of {target} (QP 1: {at_1}, QP 2: {at_2}); allowed ±{bound}"
+    );
+    let qps: Vec<u8> = coded.iter().map(|e| bitstream::parse_access_unit(&e.data).unwrap().frame.qp_index).collect();
+    eprintln!(
+        "spent {spent:.0} bits for {target:.0} (QP 1 {at_1:.0}, QP 2 {at_2:.0}, allowed ±{bound:.0}), QPs {qps:?}"
+    );
+    assert!(qps.contains(&1) && qps.contains(&2), "rate points used: {qps:?}");
 }
 
 #[test]

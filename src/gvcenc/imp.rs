@@ -21,6 +21,7 @@ const DEFAULT_DIFFUSION_STEPS: u32 = 4;
 const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
 const DEFAULT_ADAPTIVE_INTRA: bool = true;
 const DEFAULT_INTRA_QP_OFFSET: i32 = -1;
+const DEFAULT_BITRATE: u32 = 0;
 
 /// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
 fn intra_qp_offset(property: i32) -> Option<u8> {
@@ -36,6 +37,8 @@ struct Settings {
     adaptive_intra: bool,
     /// -1: the model's choice per QP.
     intra_qp_offset: i32,
+    /// kbit/s; 0: constant QP.
+    bitrate: u32,
     model: String,
     device: String,
 }
@@ -49,6 +52,7 @@ impl Default for Settings {
             independent_steps: DEFAULT_INDEPENDENT_STEPS,
             adaptive_intra: DEFAULT_ADAPTIVE_INTRA,
             intra_qp_offset: DEFAULT_INTRA_QP_OFFSET,
+            bitrate: DEFAULT_BITRATE,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
         }
@@ -120,6 +124,13 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_INTRA_QP_OFFSET)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("bitrate")
+                    .nick("Bitrate")
+                    .blurb("Target bitrate in kbit/s: each frame's rate point is picked to hold it over a one-second buffer, starting from qp (0 = every frame at qp). The model's rate points are about 2x apart, so the quality alternates between two of them")
+                    .maximum(1_000_000)
+                    .default_value(DEFAULT_BITRATE)
+                    .mutable_ready()
+                    .build(),
                 model_pspec(),
                 device_pspec(),
             ]
@@ -148,6 +159,7 @@ impl ObjectImpl for GvcEnc {
                     state.session.set_intra_qp_offset(intra_qp_offset(s.intra_qp_offset));
                 }
             }
+            "bitrate" => s.bitrate = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             _ => unreachable!(),
@@ -163,6 +175,7 @@ impl ObjectImpl for GvcEnc {
             "independent-steps" => s.independent_steps.to_value(),
             "adaptive-intra" => s.adaptive_intra.to_value(),
             "intra-qp-offset" => s.intra_qp_offset.to_value(),
+            "bitrate" => s.bitrate.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             _ => unreachable!(),
@@ -232,6 +245,7 @@ impl VideoEncoderImpl for GvcEnc {
             independent_steps: s.independent_steps as u8,
             adaptive_intra: s.adaptive_intra,
             intra_qp_offset: intra_qp_offset(s.intra_qp_offset),
+            bitrate: (s.bitrate > 0).then(|| s.bitrate.saturating_mul(1000)),
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);

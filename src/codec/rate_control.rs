@@ -1,0 +1,101 @@
+//! Coding at a target bitrate with a model's few rate points: a leaky bucket of the bits spent
+//! against the bits budgeted picks each frame's QP. The rate points are about 2× apart in rate,
+//! so the average rate lands between two of them by alternating: one step coarser while the
+//! bucket is over its tolerance and still filling, one step finer while it is under and still
+//! draining. The trend condition keeps an I-frame's burst, which the next P-frames drain, from
+//! driving the QP to the coarsest rate point at once.
+
+use anyhow::{ensure, Result};
+
+#[derive(Clone, Debug)]
+pub struct RateController {
+    bits_per_frame: f64,
+    /// Bits spent minus bits budgeted so far: positive when over budget.
+    excess: f64,
+    /// |excess| beyond which the QP moves, half the buffer.
+    tolerance: f64,
+    qp: u8,
+    max_qp: u8,
+}
+
+impl RateController {
+    /// `bits_per_second` at `fps` frames per second, a buffer of `buffer_seconds` of the
+    /// target rate, starting at `qp`, rate points 0 ..= `max_qp`.
+    pub fn new(bits_per_second: f64, fps: f64, buffer_seconds: f64, qp: u8, max_qp: u8) -> Result<Self> {
+        ensure!(bits_per_second > 0.0 && bits_per_second.is_finite(), "bitrate must be positive");
+        ensure!(fps > 0.0 && fps.is_finite(), "frame rate must be positive");
+        ensure!(buffer_seconds > 0.0 && buffer_seconds.is_finite(), "rate-control buffer must be positive");
+        ensure!(qp <= max_qp, "qp {qp} above the highest rate point {max_qp}");
+        Ok(Self {
+            bits_per_frame: bits_per_second / fps,
+            excess: 0.0,
+            tolerance: bits_per_second * buffer_seconds / 2.0,
+            qp,
+            max_qp,
+        })
+    }
+
+    /// The QP for the next frame.
+    pub fn qp(&self) -> u8 {
+        self.qp
+    }
+
+    /// Accounts a coded frame of `bytes` and picks the next frame's QP.
+    pub fn frame_coded(&mut self, bytes: usize) {
+        let over = bytes as f64 * 8.0 - self.bits_per_frame;
+        self.excess += over;
+        if self.excess > self.tolerance && over > 0.0 && self.qp < self.max_qp {
+            self.qp += 1;
+        } else if self.excess < -self.tolerance && over < 0.0 && self.qp > 0 {
+            self.qp -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in coder: every rate point halves the bytes, I-frames cost 6 P-frames.
+    fn run(target_bits_per_frame: f64, frames: usize) -> (f64, Vec<u8>) {
+        let fps = 30.0;
+        let mut rc = RateController::new(target_bits_per_frame * fps, fps, 1.0, 0, 4).unwrap();
+        let (mut bits, mut qps) = (0.0, Vec::new());
+        for i in 0..frames {
+            let p_bytes = 2000.0 / f64::from(1u32 << rc.qp());
+            let bytes = if i % 32 == 0 { 6.0 * p_bytes } else { p_bytes } as usize;
+            qps.push(rc.qp());
+            bits += bytes as f64 * 8.0;
+            rc.frame_coded(bytes);
+        }
+        (bits / frames as f64, qps)
+    }
+
+    #[test]
+    fn the_average_rate_meets_the_target_between_rate_points() {
+        // Between QP 1 (~1,000 bytes per P-frame) and QP 2 (~500).
+        for target_bytes in [600.0, 750.0, 900.0] {
+            let (bits_per_frame, qps) = run(target_bytes * 8.0, 960);
+            let error = bits_per_frame / (target_bytes * 8.0) - 1.0;
+            assert!(error.abs() < 0.05, "target {target_bytes} bytes/frame: off by {:.1} %", error * 100.0);
+            assert!(qps.contains(&1) && qps.contains(&2), "alternates between the neighbouring rate points");
+            assert!(qps.iter().all(|&q| q <= 3), "an I-frame's burst drove the QP to {:?}", qps.iter().max());
+        }
+    }
+
+    #[test]
+    fn out_of_reach_targets_stay_at_the_ends() {
+        let (_, qps) = run(1.0, 200);
+        assert_eq!(*qps.last().unwrap(), 4, "a tiny target ends at the coarsest rate point");
+        let (_, qps) = run(1e9, 200);
+        assert!(qps.iter().all(|&q| q == 0), "a huge target stays at the finest rate point");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(RateController::new(0.0, 30.0, 1.0, 0, 4).is_err());
+        assert!(RateController::new(1e5, 0.0, 1.0, 0, 4).is_err());
+        assert!(RateController::new(1e5, 30.0, 0.0, 0, 4).is_err());
+        assert!(RateController::new(1e5, 30.0, 1.0, 5, 4).is_err());
+    }
+}
