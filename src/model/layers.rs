@@ -256,12 +256,16 @@ pub fn pixel_shuffle2(x: &Tensor) -> Tensor {
 /// oneDNN's float convolutions run fastest on here: the latent decoder's full-resolution
 /// layers take 17–21 % less time in it (Python timing of the same network, 256×256–640×480).
 /// Later layers keep the layout; it changes the float sums' order, so values move in the
-/// last bits (pictures only: D is not on the codec's decoding path). The encoder E stays on
-/// the layout its input comes in: channels-last there made `gvcenc`'s stream and the engine's
-/// part ways on the tiny test model (test `real_clip_through_decodebin_and_the_engine_agree`;
-/// cause not found).
+/// last bits (pictures only: D is not on the codec's decoding path). Always a copy with the
+/// canonical strides: a frame permuted from HWC bytes has batch stride 3, which passes for
+/// channels-last contiguous, yet libtorch ran its convolutions as NCHW, so the same frame
+/// gave other bits than a canonical copy (why `gvcenc` and the engine parted ways while the
+/// encoder E was channels-last; E is back on its input's layout, not re-measured since).
 pub fn channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    let (n, c, h, w) = x.size4().expect("4-D input");
+    let mut out = Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (x.kind(), x.device()));
+    out.copy_(x);
+    out
 }
 
 fn is_channels_last(x: &Tensor) -> bool {
@@ -458,7 +462,11 @@ mod tests {
         // Non-contiguous input, as a narrowed feature map can be.
         let t = Tensor::randn([2, 5, 12, 7], (Kind::Float, Device::Cpu)).transpose(1, 2);
         assert!(pixel_shuffle2(&t).equal(&t.pixel_shuffle(2)));
-        // Channels-last stays channels-last.
+        // Channels-last stays channels-last, with canonical strides even from a frame permuted
+        // out of HWC bytes (batch stride 3).
+        let hwc = Tensor::randn([5, 7, 12], (Kind::Float, Device::Cpu)).permute([2, 0, 1]).unsqueeze(0);
+        assert_eq!(channels_last(&hwc).stride(), [5 * 7 * 12, 1, 7 * 12, 12]);
+        assert!(channels_last(&hwc).equal(&hwc));
         let cl = channels_last(&x);
         assert!(cl.equal(&x) && is_channels_last(&cl) && !is_channels_last(&x));
         let shuffled = pixel_shuffle2(&cl);
