@@ -79,6 +79,13 @@ fn is_intra_unit(buf: &gst::Buffer) -> bool {
     frame.unit_type == gstgvc::codec::bitstream::UnitType::IntraFrame
 }
 
+/// The rate point of every buffer waiting at the harness's sink.
+fn pulled_rate_points(h: &mut gst_check::Harness) -> Vec<u8> {
+    std::iter::from_fn(|| h.try_pull())
+        .map(|b| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.qp_index)
+        .collect()
+}
+
 #[test]
 fn encoder_marks_sync_points_and_keeps_timestamps() {
     init();
@@ -132,9 +139,7 @@ fn intra_qp_offset_sets_the_rate_point_of_i_frames() {
     enc.set_property("intra-qp-offset", 0i32);
     push_frames(&mut h, 64, 48, 3..6);
     h.push_event(gst::event::Eos::new());
-    let qps: Vec<u8> = std::iter::from_fn(|| h.try_pull())
-        .map(|b| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.qp_index)
-        .collect();
+    let qps = pulled_rate_points(&mut h);
     assert_eq!(qps, [1, 2, 1, 2, 2, 2]);
 }
 
@@ -154,9 +159,7 @@ fn bitrate_moves_the_rate_point() {
     h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
     push_frames(&mut h, 64, 48, 0..8);
     h.push_event(gst::event::Eos::new());
-    let qps: Vec<u8> = std::iter::from_fn(|| h.try_pull())
-        .map(|b| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.qp_index)
-        .collect();
+    let qps = pulled_rate_points(&mut h);
     assert_eq!(qps.len(), 8);
     assert!(qps[0] == 0 && qps[7] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
 }

@@ -173,7 +173,6 @@ fn i_frames_take_the_intra_qp_offset_and_the_decoder_follows() {
     cfg.codec.intra_qp_offset_per_qp = vec![0, 0, 2, 1];
     let model = Arc::new(GvcModel::random(cfg, 7, Device::Cpu));
     let frames = real_frames(5);
-    let qp_of = |e: &EncodedFrame| bitstream::parse_access_unit(&e.data).unwrap().frame.qp_index;
     // Offset 5 from QP 2 clamps at QP 0; None takes the model's 2 for QP 2.
     for (offset, intra_qp) in [(Some(0), 2), (Some(1), 1), (Some(5), 0), (None, 0)] {
         let p = EncoderParams { qp: 2, intra_period: 3, intra_qp_offset: offset, ..params(176, 144, 0, 0) };
@@ -192,6 +191,11 @@ fn i_frames_take_the_intra_qp_offset_and_the_decoder_follows() {
 fn shipped_model() -> Arc<GvcModel> {
     let dir = GvcModel::resolve(crate::video::DEFAULT_MODEL).unwrap();
     Arc::new(GvcModel::load(&dir, Device::Cpu).expect("the shipped model loads"))
+}
+
+/// The rate point a coded frame's packet names.
+fn qp_of(e: &EncodedFrame) -> u8 {
+    bitstream::parse_access_unit(&e.data).unwrap().frame.qp_index
 }
 
 /// Every frame of `frames` through one encoder session with `p`.
@@ -345,7 +349,7 @@ fn bitrate_mode_holds_a_target_between_rate_points() {
         (spent - target).abs() <= bound,
         "spent {spent} bits for a target of {target} (QP 1: {at_1}, QP 2: {at_2}); allowed ±{bound}"
     );
-    let qps: Vec<u8> = coded.iter().map(|e| bitstream::parse_access_unit(&e.data).unwrap().frame.qp_index).collect();
+    let qps: Vec<u8> = coded.iter().map(qp_of).collect();
     eprintln!(
         "spent {spent:.0} bits for {target:.0} (QP 1 {at_1:.0}, QP 2 {at_2:.0}, allowed ±{bound:.0}), QPs {qps:?}"
     );
