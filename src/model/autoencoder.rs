@@ -41,13 +41,13 @@ impl LatentEncoder {
 
     /// RGB in [0,1], sides multiples of 8 → latent (N, C, H/8, W/8).
     pub fn encode(&self, x: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(&(x * 2.0 - 1.0)).leaky_relu();
+        let mut h = self.conv_in.forward(&channels_last(&(x * 2.0 - 1.0))).leaky_relu();
         h = self.down[0].forward(&h).leaky_relu();
         h = self.down[1].forward(&h).leaky_relu();
         h = self.down[2].forward(&h);
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
-        self.conv_out.forward(&h)
+        self.conv_out.forward(&h).contiguous()
     }
 }
 

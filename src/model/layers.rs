@@ -253,14 +253,14 @@ pub fn pixel_shuffle2(x: &Tensor) -> Tensor {
 }
 
 /// The same (N, C, H, W) tensor stored channels-last (N, H, W, C in memory), the layout
-/// oneDNN's float convolutions run fastest on here: the latent decoder's full-resolution
+/// oneDNN's float convolutions run fastest on here: the latent autoencoder's full-resolution
 /// layers take 17–21 % less time in it (Python timing of the same network, 256×256–640×480).
 /// Later layers keep the layout; it changes the float sums' order, so values move in the
-/// last bits (pictures only: D is not on the codec's decoding path). Always a copy with the
-/// canonical strides: a frame permuted from HWC bytes has batch stride 3, which passes for
-/// channels-last contiguous, yet libtorch ran its convolutions as NCHW, so the same frame
-/// gave other bits than a canonical copy (why `gvcenc` and the engine parted ways while the
-/// encoder E was channels-last; E is back on its input's layout, not re-measured since).
+/// last bits (D's pictures and E's latents; neither network is on the codec's decoding path).
+/// Always a copy with the canonical strides: a frame permuted from HWC bytes has batch
+/// stride 3, which passes for channels-last contiguous, yet libtorch ran its convolutions as
+/// NCHW, so the same frame gave other bits than a canonical copy (`gvcenc` hands E such a
+/// frame; the engine a canonical one: test `real_clip_through_decodebin_and_the_engine_agree`).
 pub fn channels_last(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.size4().expect("4-D input");
     let mut out = Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (x.kind(), x.device()));
