@@ -19,6 +19,7 @@ fn main() -> Result<()> {
     let qps: Vec<u8> = o.list("qps")?.unwrap_or(vec![3, 4]);
     let adaptive_intra: bool = o.value("adaptive-intra", true)?;
     let intra_qp_offset: Option<u8> = o.optional("intra-qp-offset")?;
+    let rounding_offset: f64 = o.value("rounding-offset", 0.5)?;
     o.finish()?;
     let model =
         Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::cuda_if_available())?);
@@ -37,7 +38,8 @@ fn main() -> Result<()> {
             independent_steps: 4,
             adaptive_intra,
             intra_qp_offset,
-            bitrate: None,
+            rate_target: None,
+            rounding_offset,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());

@@ -144,24 +144,57 @@ fn intra_qp_offset_sets_the_rate_point_of_i_frames() {
 }
 
 /// `bitrate` picks each frame's rate point: at a target no frame can meet, the QP climbs from
-/// `qp` to the coarsest rate point (the tiny model has 4) and stays there.
+/// `qp` to the coarsest rate point (the tiny model has 4) and stays there, unless
+/// `rate-buffer` is so large that the overspend stays within it.
 #[test]
 fn bitrate_moves_the_rate_point() {
     init();
-    let mut h = gst_check::Harness::new("gvcenc");
-    let enc = h.element().unwrap();
-    enc.set_property("model", random_model());
-    enc.set_property("adaptive-intra", false);
-    enc.set_property("intra-qp-offset", 0i32);
-    enc.set_property("qp", 0u32);
-    enc.set_property("bitrate", 1u32);
-    assert_eq!(enc.property::<u32>("bitrate"), 1);
-    h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
-    push_frames(&mut h, 64, 48, 0..8);
-    h.push_event(gst::event::Eos::new());
-    let qps = pulled_rate_points(&mut h);
+    let rate_points = |rate_buffer: Option<u32>| {
+        let mut h = gst_check::Harness::new("gvcenc");
+        let enc = h.element().unwrap();
+        enc.set_property("model", random_model());
+        enc.set_property("adaptive-intra", false);
+        enc.set_property("intra-qp-offset", 0i32);
+        enc.set_property("qp", 0u32);
+        enc.set_property("bitrate", 1u32);
+        assert_eq!(enc.property::<u32>("bitrate"), 1);
+        assert_eq!(enc.property::<u32>("rate-buffer"), 1000, "default: one second");
+        if let Some(ms) = rate_buffer {
+            enc.set_property("rate-buffer", ms);
+            assert_eq!(enc.property::<u32>("rate-buffer"), ms);
+        }
+        h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
+        push_frames(&mut h, 64, 48, 0..8);
+        h.push_event(gst::event::Eos::new());
+        pulled_rate_points(&mut h)
+    };
+    let qps = rate_points(None);
     assert_eq!(qps.len(), 8);
     assert!(qps[0] == 0 && qps[7] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
+    // 60 s of 1 kbit/s: 30 kbit of tolerance, more than 8 frames of 64×48 cost.
+    assert_eq!(rate_points(Some(60_000)), [0; 8]);
+}
+
+/// `rounding-offset` reaches the encoder: a dead zone spends fewer bytes on the same frames.
+#[test]
+fn rounding_offset_spends_fewer_bytes() {
+    init();
+    let bytes = |rounding_offset: Option<f64>| {
+        let mut h = gst_check::Harness::new("gvcenc");
+        let enc = h.element().unwrap();
+        enc.set_property("model", random_model());
+        enc.set_property("adaptive-intra", false);
+        assert_eq!(enc.property::<f64>("rounding-offset"), 0.5, "default: rounding to the nearest");
+        if let Some(offset) = rounding_offset {
+            enc.set_property("rounding-offset", offset);
+        }
+        h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
+        push_frames(&mut h, 64, 48, 0..6);
+        h.push_event(gst::event::Eos::new());
+        std::iter::from_fn(|| h.try_pull()).map(|b| b.size()).sum::<usize>()
+    };
+    let (plain, dead_zone) = (bytes(None), bytes(Some(0.2)));
+    assert!(dead_zone < plain, "{dead_zone} bytes with a dead zone, {plain} without");
 }
 
 #[test]
@@ -407,7 +440,8 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         independent_steps: 0,
         adaptive_intra: true,
         intra_qp_offset: None,
-        bitrate: None,
+        rate_target: None,
+        rounding_offset: 0.5,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

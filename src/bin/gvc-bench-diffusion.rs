@@ -82,7 +82,8 @@ fn main() -> Result<()> {
             independent_steps: ds,
             adaptive_intra: true,
             intra_qp_offset,
-            bitrate: None,
+            rate_target: None,
+            rounding_offset: 0.5,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let stream: Vec<Vec<u8>> =

@@ -7,6 +7,16 @@
 
 use anyhow::{ensure, Result};
 
+/// What the encoder's rate control aims at.
+#[derive(Clone, Copy, Debug)]
+pub struct RateTarget {
+    pub bits_per_second: u32,
+    /// The rate controller's buffer, in seconds of the target rate: the bits spent may run
+    /// half of it ahead of (behind) the budget before the rate point moves. A larger buffer
+    /// moves it less often and lets the rate stray further over short spans.
+    pub buffer_seconds: f64,
+}
+
 #[derive(Clone, Debug)]
 pub struct RateController {
     bits_per_frame: f64,
@@ -58,8 +68,12 @@ mod tests {
 
     /// A stand-in coder: every rate point halves the bytes, I-frames cost 6 P-frames.
     fn run(target_bits_per_frame: f64, frames: usize) -> (f64, Vec<u8>) {
+        run_with_buffer(target_bits_per_frame, frames, 1.0)
+    }
+
+    fn run_with_buffer(target_bits_per_frame: f64, frames: usize, buffer_seconds: f64) -> (f64, Vec<u8>) {
         let fps = 30.0;
-        let mut rc = RateController::new(target_bits_per_frame * fps, fps, 1.0, 0, 4).unwrap();
+        let mut rc = RateController::new(target_bits_per_frame * fps, fps, buffer_seconds, 0, 4).unwrap();
         let (mut bits, mut qps) = (0.0, Vec::new());
         for i in 0..frames {
             let p_bytes = 2000.0 / f64::from(1u32 << rc.qp());
@@ -81,6 +95,19 @@ mod tests {
             assert!(qps.contains(&1) && qps.contains(&2), "alternates between the neighbouring rate points");
             assert!(qps.iter().all(|&q| q <= 3), "an I-frame's burst drove the QP to {:?}", qps.iter().max());
         }
+    }
+
+    #[test]
+    fn a_larger_buffer_moves_the_rate_point_less_often() {
+        let target_bits = 750.0 * 8.0;
+        let switches = |buffer_seconds| {
+            let (bits_per_frame, qps) = run_with_buffer(target_bits, 3840, buffer_seconds);
+            let error = bits_per_frame / target_bits - 1.0;
+            assert!(error.abs() < 0.05, "buffer {buffer_seconds} s: off by {:.1} %", error * 100.0);
+            qps.windows(2).filter(|w| w[0] != w[1]).count()
+        };
+        let (small, large) = (switches(0.5), switches(4.0));
+        assert!(large * 4 <= small, "rate-point changes: {small} with a 0.5 s buffer, {large} with 4 s");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
 use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
-use super::rate_control::RateController;
+use super::rate_control::{RateController, RateTarget};
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
 use crate::model::codec::{split_log_params, CheckerboardPrior, CodePrior, TemporalContext};
 use crate::model::entropy_model::Hyperprior;
@@ -56,17 +56,21 @@ fn per_channel_indices(channel_indices: &[u8], shape: &[i64]) -> Vec<u8> {
 
 const MAX_SYMBOL: f64 = (1 << 20) as f64;
 
-/// Quantizes `x` around `mean`, codes it, returns the reconstruction `round(x − μ) + μ`.
+/// Quantizes `x` around `mean` (`sign(r)·⌊|r| + rounding_offset⌋` of r = x − μ), codes it,
+/// returns the reconstruction `q + μ`.
 fn encode_tensor(
     gc: &GaussianConditional,
     enc: &mut RansEncoder,
     x: &Tensor,
     mean: &Tensor,
     indices: &[u8],
+    rounding_offset: f64,
 ) -> Result<(Tensor, PartBits)> {
+    let r = x - mean;
+    let q = r.sign() * (r.abs() + rounding_offset).floor();
     // Clamped well inside what the escape code allows; NaN/inf (only an untrained network
     // makes them) become in-range symbols too, so every stream stays decodable.
-    let q = (x - mean).round().nan_to_num(0.0, MAX_SYMBOL, -MAX_SYMBOL).clamp(-MAX_SYMBOL, MAX_SYMBOL);
+    let q = q.nan_to_num(0.0, MAX_SYMBOL, -MAX_SYMBOL).clamp(-MAX_SYMBOL, MAX_SYMBOL);
     let symbols: Vec<i32> = Vec::try_from(q.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Int)).unwrap();
     gc.encode(enc, &symbols, indices)?;
     let mut bits = PartBits::default();
@@ -105,7 +109,8 @@ pub type BitSplit = Vec<PartBits>;
 /// One side of the entropy path: the encoder codes values, the decoder reads them back.
 /// Both run the same code below, so the encoder's reconstruction is the decoder's.
 enum Coder<'a, 'b> {
-    Encode(&'a mut RansEncoder, &'a mut BitSplit),
+    /// The encoder, its bit split and its rounding offset (`EncoderParams::rounding_offset`).
+    Encode(&'a mut RansEncoder, &'a mut BitSplit, f64),
     Decode(&'a mut RansDecoder<'b>),
 }
 
@@ -121,8 +126,9 @@ impl Coder<'_, '_> {
         indices: &[u8],
     ) -> Result<Tensor> {
         match self {
-            Coder::Encode(enc, split) => {
-                let (recon, bits) = encode_tensor(gc, enc, x.context("encoder without a value")?, mean, indices)?;
+            Coder::Encode(enc, split, rounding_offset) => {
+                let x = x.context("encoder without a value")?;
+                let (recon, bits) = encode_tensor(gc, enc, x, mean, indices, *rounding_offset)?;
                 split.push(PartBits { part, ..bits });
                 Ok(recon)
             }
@@ -256,13 +262,14 @@ pub struct EncoderParams {
     /// (x264's ipratio plays the same role). None: the model's choice for the QP
     /// ([`CodecConfig::intra_qp_offset_for`](crate::model::CodecConfig::intra_qp_offset_for)).
     pub intra_qp_offset: Option<u8>,
-    /// Target bits per second: each frame's QP is picked by a [`RateController`] (a buffer of
-    /// one second), starting from `qp`. None: every frame at `qp`.
-    pub bitrate: Option<u32>,
+    /// A target bitrate: each frame's QP is picked by a [`RateController`], starting from `qp`.
+    /// None: every frame at `qp`.
+    pub rate_target: Option<RateTarget>,
+    /// The encoder's rounding of code values around the prior's mean: 0.5 rounds to the
+    /// nearest integer; less widens the zero bin (a dead zone, as x264's and HM's rounding
+    /// offsets), trading a little distortion for fewer bits.
+    pub rounding_offset: f64,
 }
-
-/// The rate-control buffer: one second of the target rate.
-const RATE_CONTROL_BUFFER_SECONDS: f64 = 1.0;
 
 pub struct EncodedFrame {
     /// One access unit: sequence header (before I-frames) + frame unit.
@@ -305,6 +312,7 @@ pub struct EncoderSession {
     /// I-frame.
     first_p_bytes: Option<usize>,
     rate_control: Option<RateController>,
+    rounding_offset: f64,
 }
 
 impl EncoderSession {
@@ -318,6 +326,11 @@ impl EncoderSession {
             model.config.codec.num_qps
         );
         ensure!(params.fps_n > 0 && params.fps_d > 0, "invalid frame rate {}/{}", params.fps_n, params.fps_d);
+        ensure!(
+            (0.0..=0.5).contains(&params.rounding_offset),
+            "rounding offset {} outside 0 ..= 0.5",
+            params.rounding_offset
+        );
         let (vs, spynet) = GvcModel::load_spynet(model.device)?;
         let header = SequenceHeader {
             model_id: model.id,
@@ -333,11 +346,11 @@ impl EncoderSession {
             num_rate_points: model.config.codec.num_qps as u8,
         };
         header.validate()?;
-        let rate_control = match params.bitrate {
-            Some(bits_per_second) => Some(RateController::new(
-                f64::from(bits_per_second),
+        let rate_control = match params.rate_target {
+            Some(target) => Some(RateController::new(
+                f64::from(target.bits_per_second),
                 f64::from(params.fps_n) / f64::from(params.fps_d),
-                RATE_CONTROL_BUFFER_SECONDS,
+                target.buffer_seconds,
                 params.qp,
                 (model.config.codec.num_qps - 1) as u8,
             )?),
@@ -357,6 +370,7 @@ impl EncoderSession {
             intra_qp_offset: params.intra_qp_offset,
             first_p_bytes: None,
             rate_control,
+            rounding_offset: params.rounding_offset,
         })
     }
 
@@ -464,7 +478,7 @@ impl EncoderSession {
         let fc = FrameCodec { model: m, gc: &self.gc };
         let mut enc = RansEncoder::new();
         let mut bit_split = BitSplit::new();
-        let mut coder = Coder::Encode(&mut enc, &mut bit_split);
+        let mut coder = Coder::Encode(&mut enc, &mut bit_split, self.rounding_offset);
         let (latent, code) = if intra {
             let code = m.intra.analysis(y, qp);
             let z = m.intra.hyper.analysis(&code, qp);

@@ -1,6 +1,7 @@
 //! Engine tests on tiny random networks (plumbing) and real clip frames.
 
 use super::bitstream::{self, FrameType};
+use super::rate_control::RateTarget;
 use super::session::{DecoderSession, EncodedFrame, EncoderParams, EncoderSession, MissingReference};
 use crate::clips::{clip_dir, load_clip};
 use crate::model::gvc::GvcModel;
@@ -28,7 +29,8 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         independent_steps: d,
         adaptive_intra: false,
         intra_qp_offset: Some(0),
-        bitrate: None,
+        rate_target: None,
+        rounding_offset: 0.5,
     }
 }
 
@@ -340,7 +342,8 @@ fn bitrate_mode_holds_a_target_between_rate_points() {
     let constant = |qp| bits(&encode_frames(&model, &frames, &EncoderParams { qp, ..params(176, 144, 0, 0) }));
     let (at_1, at_2): (f64, f64) = (constant(1).iter().sum(), constant(2).iter().sum());
     let bitrate = ((at_1 * at_2).sqrt() / n * 30.0) as u32;
-    let p = EncoderParams { qp: 1, bitrate: Some(bitrate), ..params(176, 144, 0, 0) };
+    let rate_target = Some(RateTarget { bits_per_second: bitrate, buffer_seconds: 1.0 });
+    let p = EncoderParams { qp: 1, rate_target, ..params(176, 144, 0, 0) };
     let coded = encode_frames(&model, &frames, &p);
     let sizes = bits(&coded);
     let (spent, target) = (sizes.iter().sum::<f64>(), f64::from(bitrate) * n / 30.0);
@@ -364,6 +367,38 @@ fn higher_qp_never_costs_more_bits() {
         .map(|qp| encode_clip(&model, &frames, qp).0.iter().map(Vec::len).sum())
         .collect();
     assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "bytes per QP: {sizes:?}");
+}
+
+/// A dead zone (rounding offset below 0.5) is the encoder's choice alone: the stream costs
+/// fewer bytes, the latents move, and the decoder still reproduces the encoder's
+/// reconstruction bit for bit. Offsets outside 0 ..= 0.5 are refused.
+#[test]
+fn rounding_offset_spends_fewer_bits_and_stays_in_sync() {
+    let model = shipped_model();
+    let frames = real_frames(8);
+    let coded = |rounding_offset| {
+        let p = EncoderParams { qp: 1, intra_period: 32, rounding_offset, ..params(176, 144, 0, 0) };
+        encode_frames(&model, &frames, &p)
+    };
+    let (plain, dead_zone) = (coded(0.5), coded(0.35));
+    let bytes = |c: &[EncodedFrame]| c.iter().map(|e| e.data.len()).sum::<usize>();
+    assert!(
+        bytes(&dead_zone) < bytes(&plain),
+        "{} bytes with a dead zone, {} without",
+        bytes(&dead_zone),
+        bytes(&plain)
+    );
+    let stream: Vec<Vec<u8>> = dead_zone.iter().map(|e| e.data.clone()).collect();
+    let (pictures, _, latents) = decode_stream(&model, &stream);
+    for (i, e) in dead_zone.iter().enumerate() {
+        assert!(latents[i].equal(&e.latent), "frame {i}: decoded latent differs from the encoder's");
+        assert!(pictures[i].equal(&e.reconstruction), "frame {i}: decoder output differs from the encoder's");
+        assert!(!e.latent.equal(&plain[i].latent), "frame {i}: the dead zone changed nothing");
+    }
+    for bad in [-0.1, 0.6, f64::NAN] {
+        let p = EncoderParams { rounding_offset: bad, ..params(176, 144, 0, 0) };
+        assert!(EncoderSession::new(model.clone(), &p).is_err(), "rounding offset {bad} accepted");
+    }
 }
 
 /// Decodes access units with DS/D overrides; returns the pictures.

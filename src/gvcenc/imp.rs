@@ -1,4 +1,5 @@
 use crate::codec::bitstream::FrameType;
+use crate::codec::rate_control::RateTarget;
 use crate::codec::session::{EncoderParams, EncoderSession};
 use crate::gvcparse::src_caps_for;
 use crate::video::{
@@ -22,6 +23,8 @@ const DEFAULT_INDEPENDENT_STEPS: u32 = 2;
 const DEFAULT_ADAPTIVE_INTRA: bool = true;
 const DEFAULT_INTRA_QP_OFFSET: i32 = -1;
 const DEFAULT_BITRATE: u32 = 0;
+const DEFAULT_RATE_BUFFER: u32 = 1000;
+const DEFAULT_ROUNDING_OFFSET: f64 = 0.5;
 
 /// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
 fn intra_qp_offset(property: i32) -> Option<u8> {
@@ -39,6 +42,9 @@ struct Settings {
     intra_qp_offset: i32,
     /// kbit/s; 0: constant QP.
     bitrate: u32,
+    /// ms of the target rate.
+    rate_buffer: u32,
+    rounding_offset: f64,
     model: String,
     device: String,
 }
@@ -53,6 +59,8 @@ impl Default for Settings {
             adaptive_intra: DEFAULT_ADAPTIVE_INTRA,
             intra_qp_offset: DEFAULT_INTRA_QP_OFFSET,
             bitrate: DEFAULT_BITRATE,
+            rate_buffer: DEFAULT_RATE_BUFFER,
+            rounding_offset: DEFAULT_ROUNDING_OFFSET,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
         }
@@ -126,9 +134,25 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 glib::ParamSpecUInt::builder("bitrate")
                     .nick("Bitrate")
-                    .blurb("Target bitrate in kbit/s: each frame's rate point is picked to hold it over a one-second buffer, starting from qp (0 = every frame at qp). The model's rate points are about 2x apart, so the quality alternates between two of them")
+                    .blurb("Target bitrate in kbit/s: each frame's rate point is picked to hold it over rate-buffer, starting from qp (0 = every frame at qp). The model's rate points are about 2x apart, so the quality alternates between two of them")
                     .maximum(1_000_000)
                     .default_value(DEFAULT_BITRATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("rate-buffer")
+                    .nick("Rate buffer")
+                    .blurb("The bitrate mode's buffer in ms of the target rate: the bits spent may run half of it ahead of or behind the budget before the rate point moves. Larger: fewer rate-point changes, more short-term deviation from the target")
+                    .minimum(100)
+                    .maximum(60_000)
+                    .default_value(DEFAULT_RATE_BUFFER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("rounding-offset")
+                    .nick("Rounding offset")
+                    .blurb("How the encoder rounds code values around the entropy model's mean: sign(r)·floor(|r| + offset). 0.5 rounds to the nearest; less widens the zero bin (a dead zone), spending fewer bits for a little distortion")
+                    .minimum(0.0)
+                    .maximum(0.5)
+                    .default_value(DEFAULT_ROUNDING_OFFSET)
                     .mutable_ready()
                     .build(),
                 model_pspec(),
@@ -160,6 +184,8 @@ impl ObjectImpl for GvcEnc {
                 }
             }
             "bitrate" => s.bitrate = value.get().unwrap(),
+            "rate-buffer" => s.rate_buffer = value.get().unwrap(),
+            "rounding-offset" => s.rounding_offset = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             _ => unreachable!(),
@@ -176,6 +202,8 @@ impl ObjectImpl for GvcEnc {
             "adaptive-intra" => s.adaptive_intra.to_value(),
             "intra-qp-offset" => s.intra_qp_offset.to_value(),
             "bitrate" => s.bitrate.to_value(),
+            "rate-buffer" => s.rate_buffer.to_value(),
+            "rounding-offset" => s.rounding_offset.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             _ => unreachable!(),
@@ -245,7 +273,11 @@ impl VideoEncoderImpl for GvcEnc {
             independent_steps: s.independent_steps as u8,
             adaptive_intra: s.adaptive_intra,
             intra_qp_offset: intra_qp_offset(s.intra_qp_offset),
-            bitrate: (s.bitrate > 0).then(|| s.bitrate.saturating_mul(1000)),
+            rate_target: (s.bitrate > 0).then(|| RateTarget {
+                bits_per_second: s.bitrate.saturating_mul(1000),
+                buffer_seconds: f64::from(s.rate_buffer) / 1000.0,
+            }),
+            rounding_offset: s.rounding_offset,
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
