@@ -144,35 +144,38 @@ fn intra_qp_offset_sets_the_rate_point_of_i_frames() {
 }
 
 /// `bitrate` picks each frame's rate point: at a target no frame can meet, the QP climbs from
-/// `qp` to the coarsest rate point (the tiny model has 4) and stays there, unless
-/// `rate-buffer` is so large that the overspend stays within it.
+/// `qp` to the coarsest rate point (the tiny model has 4; three steps of the rate controller's
+/// ladder each) and stays there, unless `rate-buffer` is so large that the overspend stays
+/// within it.
 #[test]
 fn bitrate_moves_the_rate_point() {
     init();
-    let rate_points = |rate_buffer: Option<u32>| {
+    let rate_points = |bitrate: u32, rate_buffer: Option<u32>| {
         let mut h = gst_check::Harness::new("gvcenc");
         let enc = h.element().unwrap();
         enc.set_property("model", random_model());
         enc.set_property("adaptive-intra", false);
         enc.set_property("intra-qp-offset", 0i32);
         enc.set_property("qp", 0u32);
-        enc.set_property("bitrate", 1u32);
-        assert_eq!(enc.property::<u32>("bitrate"), 1);
+        enc.set_property("bitrate", bitrate);
+        assert_eq!(enc.property::<u32>("bitrate"), bitrate);
         assert_eq!(enc.property::<u32>("rate-buffer"), 1000, "default: one second");
         if let Some(ms) = rate_buffer {
             enc.set_property("rate-buffer", ms);
             assert_eq!(enc.property::<u32>("rate-buffer"), ms);
         }
         h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
-        push_frames(&mut h, 64, 48, 0..8);
+        push_frames(&mut h, 64, 48, 0..14);
         h.push_event(gst::event::Eos::new());
         pulled_rate_points(&mut h)
     };
-    let qps = rate_points(None);
-    assert_eq!(qps.len(), 8);
-    assert!(qps[0] == 0 && qps[7] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
-    // 60 s of 1 kbit/s: 30 kbit of tolerance, more than 8 frames of 64×48 cost.
-    assert_eq!(rate_points(Some(60_000)), [0; 8]);
+    let qps = rate_points(1, None);
+    assert_eq!(qps.len(), 14);
+    assert!(qps[0] == 0 && qps[13] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
+    // 60 s of 10 kbit/s: 300 kbit of tolerance, more than 14 frames of 64×48 cost (~33 kbit),
+    // which the default buffer's 5 kbit does not hold.
+    assert_ne!(rate_points(10, None), [0; 14]);
+    assert_eq!(rate_points(10, Some(60_000)), [0; 14]);
 }
 
 /// `rounding-offset` reaches the encoder: a dead zone spends fewer bytes on the same frames.

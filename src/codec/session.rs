@@ -262,7 +262,8 @@ pub struct EncoderParams {
     /// (x264's ipratio plays the same role). None: the model's choice for the QP
     /// ([`CodecConfig::intra_qp_offset_for`](crate::model::CodecConfig::intra_qp_offset_for)).
     pub intra_qp_offset: Option<u8>,
-    /// A target bitrate: each frame's QP is picked by a [`RateController`], starting from `qp`.
+    /// A target bitrate: each frame's QP and rounding offset are picked by a
+    /// [`RateController`], starting from `qp` at offset 0.5 (`rounding_offset` is not used).
     /// None: every frame at `qp`.
     pub rate_target: Option<RateTarget>,
     /// The encoder's rounding of code values around the prior's mean: 0.5 rounds to the
@@ -411,8 +412,13 @@ impl EncoderSession {
             self.header.display_width
         );
         let intra = force_intra || self.reference.is_none() || self.since_intra >= self.header.intra_period as u32;
-        if let Some(qp) = self.rate_control.as_ref().map(RateController::qp) {
+        if let Some((qp, offset)) = self.rate_control.as_ref().map(|rc| (rc.qp(), rc.rounding_offset())) {
             self.set_qp(qp)?;
+            if offset != self.rounding_offset {
+                // A restart's cost was measured at the old rounding.
+                self.first_p_bytes = None;
+                self.rounding_offset = offset;
+            }
         }
         let encoded = tch::no_grad(|| self.encode_inner(frame, intra))?;
         if let Some(rc) = self.rate_control.as_mut() {

@@ -134,7 +134,7 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 glib::ParamSpecUInt::builder("bitrate")
                     .nick("Bitrate")
-                    .blurb("Target bitrate in kbit/s: each frame's rate point is picked to hold it over rate-buffer, starting from qp (0 = every frame at qp). The model's rate points are about 2x apart, so the quality alternates between two of them")
+                    .blurb("Target bitrate in kbit/s: each frame's rate point and rounding offset are picked to hold it over rate-buffer, starting from qp (0 = every frame at qp). Between the model's rate points, about 2x apart in rate, the offsets 0.45 and 0.4 give two more steps")
                     .maximum(1_000_000)
                     .default_value(DEFAULT_BITRATE)
                     .mutable_ready()
@@ -149,7 +149,7 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 glib::ParamSpecDouble::builder("rounding-offset")
                     .nick("Rounding offset")
-                    .blurb("How the encoder rounds code values around the entropy model's mean: sign(r)·floor(|r| + offset). 0.5 rounds to the nearest; less widens the zero bin (a dead zone), spending fewer bits for a little distortion")
+                    .blurb("How the encoder rounds code values around the entropy model's mean: sign(r)·floor(|r| + offset). 0.5 rounds to the nearest; less widens the zero bin (a dead zone), spending fewer bits for a little distortion. Not used in bitrate mode, which picks it per frame")
                     .minimum(0.0)
                     .maximum(0.5)
                     .default_value(DEFAULT_ROUNDING_OFFSET)
