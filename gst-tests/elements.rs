@@ -172,8 +172,8 @@ fn bitrate_moves_the_rate_point() {
     let qps = rate_points(1, None);
     assert_eq!(qps.len(), 14);
     assert!(qps[0] == 0 && qps[13] == 3 && qps.windows(2).all(|w| w[0] <= w[1]), "rate points {qps:?}");
-    // 60 s of 10 kbit/s: 300 kbit of tolerance, more than 14 frames of 64×48 cost (~33 kbit),
-    // which the default buffer's 5 kbit does not hold.
+    // 60 s of 10 kbit/s: 300 kbit of tolerance, more than 14 frames of this model cost (at 1
+    // kbit/s the first 11 overran 30 kbit); the default buffer's 5 kbit does not hold them.
     assert_ne!(rate_points(10, None), [0; 14]);
     assert_eq!(rate_points(10, Some(60_000)), [0; 14]);
 }
