@@ -94,10 +94,10 @@ mod tests {
         let mut rc = RateController::new(target_bits_per_frame * fps, fps, buffer_seconds, 0, 4).unwrap();
         let (mut bits, mut steps) = (0.0, Vec::new());
         for i in 0..frames {
-            let rung = ROUNDING_LADDER.iter().position(|&o| o == rc.rounding_offset()).unwrap();
+            let rung = rc.step % ROUNDING_LADDER.len();
             let p_bytes = 2000.0 / f64::from(1u32 << rc.qp()) * [1.0, 0.82, 0.7][rung];
             let bytes = if i % 32 == 0 { 6.0 * p_bytes } else { p_bytes } as usize;
-            steps.push(usize::from(rc.qp()) * 3 + rung);
+            steps.push(rc.step);
             bits += bytes as f64 * 8.0;
             rc.frame_coded(bytes);
         }
