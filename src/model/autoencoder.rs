@@ -11,6 +11,14 @@ pub struct AutoencoderConfig {
     /// Feature channels at 1, 1/2, 1/4 and 1/8 resolution.
     pub channels: [i64; 4],
     pub latent_channels: i64,
+    /// Residual blocks at 1/2 and 1/4 resolution, in E after its first two down-samplings and
+    /// in D after its last two up-samplings (gvc-small has none; absent from its config).
+    #[serde(default, skip_serializing_if = "no_scale_blocks")]
+    pub scale_blocks: [i64; 2],
+}
+
+fn no_scale_blocks(blocks: &[i64; 2]) -> bool {
+    *blocks == [0, 0]
 }
 
 impl AutoencoderConfig {
@@ -22,6 +30,8 @@ impl AutoencoderConfig {
 pub struct LatentEncoder {
     conv_in: nn::Conv2D,
     down: Vec<nn::Conv2D>,
+    /// Blocks at 1/2 and at 1/4 resolution.
+    scale_res: [Vec<ResBlock>; 2],
     res: Vec<ResBlock>,
     conv_out: nn::Conv2D,
 }
@@ -31,9 +41,11 @@ impl LatentEncoder {
         let c = cfg.channels;
         let down = (0..3).map(|i| conv(&p / "down" / i, c[i], c[i + 1], 3, 2)).collect();
         let res = (0..2).map(|i| ResBlock::new(&p / "res" / i, c[3])).collect();
+        let scale_res = [0, 1].map(|s| scale_blocks(&p / "scale_res" / s, c[s + 1], cfg.scale_blocks[s]));
         Self {
             conv_in: conv(&p / "conv_in", 3, c[0], 3, 1),
             down,
+            scale_res,
             res,
             conv_out: conv(&p / "conv_out", c[3], cfg.latent_channels, 3, 1),
         }
@@ -43,7 +55,9 @@ impl LatentEncoder {
     pub fn encode(&self, x: &Tensor) -> Tensor {
         let mut h = self.conv_in.forward(&channels_last(&(x * 2.0 - 1.0))).leaky_relu();
         h = self.down[0].forward(&h).leaky_relu();
+        h = self.scale_res[0].iter().fold(h, |h, b| b.forward(&h));
         h = self.down[1].forward(&h).leaky_relu();
+        h = self.scale_res[1].iter().fold(h, |h, b| b.forward(&h));
         h = self.down[2].forward(&h);
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
@@ -56,6 +70,8 @@ pub struct LatentDecoder {
     conv_in: nn::Conv2D,
     res: Vec<ResBlock>,
     up: Vec<SubpelConv>,
+    /// Blocks at 1/4 and at 1/2 resolution.
+    scale_res: [Vec<ResBlock>; 2],
     conv_out: nn::Conv2D,
 }
 
@@ -64,10 +80,12 @@ impl LatentDecoder {
         let c = cfg.channels;
         let up = (0..3).map(|i| SubpelConv::new(&p / "up" / i, c[3 - i], c[2 - i])).collect();
         let res = (0..2).map(|i| ResBlock::new(&p / "res" / i, c[3])).collect();
+        let scale_res = [0, 1].map(|s| scale_blocks(&p / "scale_res" / s, c[2 - s], cfg.scale_blocks[1 - s]));
         Self {
             conv_in: conv(&p / "conv_in", cfg.latent_channels, c[3], 3, 1),
             res,
             up,
+            scale_res,
             conv_out: conv(&p / "conv_out", c[0], 3, 3, 1),
         }
     }
@@ -78,10 +96,18 @@ impl LatentDecoder {
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
         h = self.up[0].forward(&h).leaky_relu();
+        h = self.scale_res[0].iter().fold(h, |h, b| b.forward(&h));
         h = self.up[1].forward(&h).leaky_relu();
+        h = self.scale_res[1].iter().fold(h, |h, b| b.forward(&h));
         h = self.up[2].forward(&h).leaky_relu();
         (self.conv_out.forward(&h) * 0.5 + 0.5).contiguous()
     }
+}
+
+/// `n` residual blocks of `ch` channels that start as the identity: a model grown from one
+/// without them (`gvc-train autoencoder --grow-from`) starts as that model.
+fn scale_blocks(p: nn::Path, ch: i64, n: i64) -> Vec<ResBlock> {
+    (0..n).map(|i| ResBlock::identity_at_start(&p / i, ch)).collect()
 }
 
 #[derive(Debug)]
@@ -115,7 +141,10 @@ mod tests {
     fn reconstruct_pads_odd_sizes_and_crops_back() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let ae = LatentAutoencoder::new(vs.root(), &AutoencoderConfig { channels: [4, 4, 4, 4], latent_channels: 2 });
+        let ae = LatentAutoencoder::new(
+            vs.root(),
+            &AutoencoderConfig { channels: [4, 4, 4, 4], latent_channels: 2, scale_blocks: [1, 1] },
+        );
         let x = Tensor::rand([1, 3, 20, 27], (Kind::Float, Device::Cpu));
         let out = tch::no_grad(|| ae.reconstruct(&x));
         assert_eq!(out.size(), [1, 3, 20, 27]);

@@ -292,6 +292,11 @@ pub struct TemporalContext {
 }
 
 impl ContextualCodec {
+    /// The contextual encoder's input: the latent y and C̄⁰.
+    pub fn enc_in_parts(latent: i64, cfg: &CodecConfig) -> [i64; 2] {
+        [latent, cfg.context]
+    }
+
     pub fn new(p: nn::Path, latent: i64, cfg: &CodecConfig) -> Self {
         let (n, m, c) = (cfg.hidden, cfg.code, cfg.context);
         Self {
@@ -299,7 +304,7 @@ impl ContextualCodec {
             ctx0: ResBlock::portable(&p / "ctx0", c),
             ctx0_out: PortableConv::new(&p / "ctx0_out", c, c, 3, 1),
             ctx1_down: PortableConv::new(&p / "ctx1_down", c, c, 3, 2),
-            enc_in: conv(&p / "enc_in", latent + c, n, 3, 1),
+            enc_in: conv(&p / "enc_in", Self::enc_in_parts(latent, cfg).iter().sum(), n, 3, 1),
             enc_res: ResBlock::new(&p / "enc_res", n),
             enc_down: conv(&p / "enc_down", n, m, 3, 2),
             enc_fuse: conv(&p / "enc_fuse", m + c, m, 3, 1),

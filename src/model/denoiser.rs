@@ -114,6 +114,11 @@ pub struct Denoiser {
 }
 
 impl Denoiser {
+    /// The control branch's input: z_n, ŷ and C̄⁰.
+    pub fn control_in_parts(latent: i64, context: i64) -> [i64; 3] {
+        [latent, latent, context]
+    }
+
     pub fn new(p: nn::Path, latent: i64, context: i64, cfg: &DenoiserConfig) -> Self {
         let [c0, c1] = cfg.channels;
         let e = cfg.embed;
@@ -131,7 +136,7 @@ impl Denoiser {
             up_conv: SubpelConv::new(&p / "up_conv", c1, c0),
             up0: FilmResBlock::new(&p / "up0", 2 * c0, c0, e),
             conv_out: zero_init_conv(&p / "conv_out", c0, latent, 3),
-            ctrl_in: conv(&c / "conv_in", 2 * latent + context, c0, 3, 1),
+            ctrl_in: conv(&c / "conv_in", Self::control_in_parts(latent, context).iter().sum(), c0, 3, 1),
             ctrl_down0: FilmResBlock::new(&c / "down0", c0, c0, e),
             ctrl_down_conv: conv(&c / "down_conv", c0, c1, 3, 2),
             ctrl_down1: FilmResBlock::new(&c / "down1", c1, c1, e),

@@ -97,3 +97,72 @@ impl GvcModel {
         z / self.config.denoiser.latent_scale
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::concat_inputs;
+    use crate::training::grow_weights;
+    use tch::Kind;
+
+    /// Every network of a model grown to a wider latent (`gvc-train --grow-from`) computes on
+    /// the old latent channels what the stored model computed, whatever the new ones hold: the
+    /// layers that concatenate the latent with other features keep each part in place.
+    #[test]
+    fn a_model_grown_to_a_wider_latent_computes_what_it_grew_from() {
+        let dir = std::env::temp_dir().join(format!("gvc-grow-model-{}", std::process::id()));
+        let small_cfg = ModelConfig::tiny_for_tests();
+        let small = GvcModel::random(small_cfg.clone(), 3, Device::Cpu);
+        // Zero-started layers (the control branch's outputs) must not hide a misplaced part.
+        tch::no_grad(|| {
+            for (_, mut v) in small.vs.variables() {
+                v.copy_(&(v.randn_like() * 0.2));
+            }
+        });
+        small.save(&dir).unwrap();
+        let mut wide_cfg = small_cfg.clone();
+        wide_cfg.autoencoder.latent_channels += 3;
+        let mut wide = GvcModel::random(wide_cfg.clone(), 4, Device::Cpu);
+        let parts = |name: &str| Some((concat_inputs(name, &small_cfg)?, concat_inputs(name, &wide_cfg)?));
+        grow_weights(&mut wide.vs, &dir.join("weights.safetensors"), parts).unwrap();
+
+        let latent = small_cfg.autoencoder.latent_channels;
+        let randn = |c: i64| Tensor::randn([1, c, 8, 8], (Kind::Float, Device::Cpu));
+        let widen = |t: &Tensor| Tensor::cat(&[t, &randn(3)], 1);
+        let same = |a: &Tensor, b: &Tensor, what: &str| {
+            let b = b.narrow(1, 0, a.size()[1]);
+            assert!(
+                a.allclose(&b, 1e-4, 1e-5, false),
+                "{what}: max difference {}",
+                (a - b).abs().max().double_value(&[])
+            );
+        };
+        tch::no_grad(|| {
+            let (y, prev) = (randn(latent), randn(latent));
+            let flow = randn(2);
+            let (ys, yw) = (y.shallow_clone(), widen(&y));
+            same(&small.intra.analysis(&ys, 0), &wide.intra.analysis(&yw, 0), "intra analysis");
+            let (cs, cw) = (
+                small.contextual.temporal_context(&prev, &flow),
+                wide.contextual.temporal_context(&widen(&prev), &flow),
+            );
+            same(&cs.c0, &cw.c0, "C̄⁰");
+            same(&cs.c1, &cw.c1, "C̄¹");
+            let code = small.contextual.analysis(&ys, &cs, 1);
+            same(&code, &wide.contextual.analysis(&yw, &cw, 1), "contextual analysis");
+            same(
+                &small.contextual.synthesis(&code, &cs, 1),
+                &wide.contextual.synthesis(&code, &cw, 1),
+                "contextual synthesis",
+            );
+            let (t, ratio) = (Tensor::from_slice(&[7i64]), Tensor::from_slice(&[1.5f32]));
+            let z = randn(latent);
+            same(
+                &small.denoiser.forward(&z, &t, &ys, &cs.c0, &ratio),
+                &wide.denoiser.forward(&widen(&z), &t, &yw, &cw.c0, &ratio),
+                "denoiser",
+            );
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

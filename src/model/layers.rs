@@ -309,6 +309,12 @@ impl ResBlock {
     pub fn new(p: nn::Path, ch: i64) -> Self {
         Self { conv1: conv(&p / "conv1", ch, ch, 3, 1), conv2: conv(&p / "conv2", ch, ch, 3, 1) }
     }
+
+    /// A block that starts as the identity (second conv at zero), so adding it to a trained
+    /// network leaves the network's function as it was.
+    pub fn identity_at_start(p: nn::Path, ch: i64) -> Self {
+        Self { conv1: conv(&p / "conv1", ch, ch, 3, 1), conv2: zero_init_conv(&p / "conv2", ch, ch, 3) }
+    }
 }
 
 impl ResBlock<PortableConv> {

@@ -35,6 +35,8 @@ pub fn reproducible_math() {
 
 pub use autoencoder::{AutoencoderConfig, LatentAutoencoder, LatentDecoder, LatentEncoder};
 pub use codec::CodecConfig;
+use codec::ContextualCodec;
+use denoiser::Denoiser;
 pub use denoiser::DenoiserConfig;
 
 /// Architecture hyper-parameters, stored as `config.json` next to the weights so a bigger
@@ -61,12 +63,23 @@ impl ModelConfig {
     }
 }
 
+/// The channels of the parts of a layer's input that concatenates the latent with other
+/// features (`gvc-train --grow-from` grows each part at its own end); `None` for other layers.
+pub fn concat_inputs(name: &str, cfg: &ModelConfig) -> Option<Vec<i64>> {
+    let latent = cfg.autoencoder.latent_channels;
+    match name {
+        "contextual.enc_in.weight" => Some(ContextualCodec::enc_in_parts(latent, &cfg.codec).to_vec()),
+        "denoiser.control.conv_in.weight" => Some(Denoiser::control_in_parts(latent, cfg.codec.context).to_vec()),
+        _ => None,
+    }
+}
+
 impl ModelConfig {
     /// A tiny architecture for plumbing tests with random weights (fast on any CPU).
     pub fn tiny_for_tests() -> Self {
         Self {
             name: "tiny-random".into(),
-            autoencoder: AutoencoderConfig { channels: [8, 8, 16, 16], latent_channels: 4 },
+            autoencoder: AutoencoderConfig { channels: [8, 8, 16, 16], latent_channels: 4, scale_blocks: [0, 0] },
             codec: CodecConfig {
                 hidden: 16,
                 code: 8,

@@ -34,6 +34,9 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[ae] {} tensors restored, resuming at step {}", restored, run.step);
+    if restored == 0 && opt.stage.grow(&mut vs, &cfg, "ae")? {
+        evaluate(data, &ae.encoder, &ae.decoder, device)?;
+    }
     let perceptual_net = Lpips::pretrained(opt.perceptual_backbone, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
@@ -87,6 +90,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
     let cfg = ModelConfig::load(&opt.stage.model_dir)?;
     let mut run = StageRun::start(&opt.stage, "decoder")?;
     tch::manual_seed(opt.stage.seed as i64);
+    ensure!(opt.stage.grow_from.is_none(), "the decoder stage fine-tunes a trained D: no --grow-from");
     let frozen = FrozenCodec::load(&cfg, run.weights(), device)?;
     let mut vs = nn::VarStore::new(device);
     let decoder = LatentDecoder::new(vs.root() / "autoencoder" / "decoder", &cfg.autoencoder);
@@ -187,6 +191,7 @@ mod tests {
     use super::*;
     use crate::training::{checkpoint_file, tiny_stage};
     use std::collections::HashMap;
+    use tch::Device;
 
     /// The decoder stage moves D and nothing else: E, the codec and the denoiser, which live
     /// in E's latent space, stay valid.
@@ -205,6 +210,43 @@ mod tests {
         assert_eq!(trained.len(), shipped.keys().filter(|k| is_decoder(k)).count());
         let moved = trained.iter().filter(|(k, v)| !v.equal(&shipped[k].to_kind(v.kind()))).count();
         assert!(moved > 0, "the decoder did not train");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A wider latent and new blocks, grown from a trained autoencoder, start as that
+    /// autoencoder: the same pictures from the same frames.
+    #[test]
+    fn grown_autoencoder_starts_as_the_one_it_grew_from() {
+        use crate::model::AutoencoderConfig;
+        use crate::training::{grow_weights, store_weights};
+        let dir = std::env::temp_dir().join(format!("gvc-grow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("weights.safetensors");
+        tch::manual_seed(5);
+        let small_cfg = AutoencoderConfig { channels: [4, 6, 6, 8], latent_channels: 2, scale_blocks: [0, 0] };
+        let small_vs = nn::VarStore::new(Device::Cpu);
+        let small = LatentAutoencoder::new(small_vs.root() / "autoencoder", &small_cfg);
+        store_weights(&small_vs, &file).unwrap();
+        let wide_cfg = AutoencoderConfig { latent_channels: 5, scale_blocks: [1, 2], ..small_cfg.clone() };
+        let mut wide_vs = nn::VarStore::new(Device::Cpu);
+        let wide = LatentAutoencoder::new(wide_vs.root() / "autoencoder", &wide_cfg);
+        let (copied, grown) = grow_weights(&mut wide_vs, &file, |_| None).unwrap();
+        // E's output conv (weight, bias) and D's input conv grew; the other stored ones are copied.
+        assert_eq!((copied + grown, grown), (small_vs.len(), 3));
+        assert!(wide_vs.len() > small_vs.len());
+        let x = Tensor::rand([2, 3, 16, 24], (Kind::Float, Device::Cpu));
+        let (a, b) = tch::no_grad(|| {
+            (small.decoder.decode(&small.encoder.encode(&x)), wide.decoder.decode(&wide.encoder.encode(&x)))
+        });
+        assert!(a.allclose(&b, 1e-5, 1e-6, false), "max difference {}", (&a - &b).abs().max().double_value(&[]));
+        // The new latent channels carry something for D to learn from.
+        let y = tch::no_grad(|| wide.encoder.encode(&x));
+        assert!(y.narrow(1, 2, 3).abs().max().double_value(&[]) > 0.0);
+        // A model cannot grow from a larger one.
+        let mut small_again = nn::VarStore::new(Device::Cpu);
+        let _ = LatentAutoencoder::new(small_again.root() / "autoencoder", &small_cfg);
+        store_weights(&wide_vs, &file).unwrap();
+        assert!(grow_weights(&mut small_again, &file, |_| None).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

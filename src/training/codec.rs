@@ -308,6 +308,9 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
     eprintln!("[codec] {restored} tensors restored, resuming at step {}", run.step);
+    if restored == 0 {
+        opt.stage.grow(&mut vs, &cfg, "codec")?;
+    }
     if let Some(group) = opt.trained.group() {
         let frozen = train_group_only(&vs, group);
         eprintln!("[codec] {frozen} tensors frozen, only the {:?} train", opt.trained);
@@ -530,6 +533,7 @@ mod tests {
                 lr: 1e-4,
                 seed: 1,
                 minutes: None,
+                grow_from: None,
             },
             frames: frames.to_vec(),
             lambdas: None,

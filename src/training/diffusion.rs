@@ -124,6 +124,9 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     let denoiser = Denoiser::new(vs.root() / "denoiser", latent, cfg.codec.context, &cfg.denoiser);
     let restored = restore_weights(&mut vs, run.weights())?;
     run.restart_if_fresh(restored);
+    if restored == 0 {
+        opt.grow(&mut vs, &cfg, "diffusion")?;
+    }
     // A trained denoiser keeps the scale it learned with, even when its step counter is lost.
     if restored == 0 {
         // Bring the latent to unit variance for the noise schedule (SD's 0.18215 analogue).

@@ -8,6 +8,7 @@ pub mod diffusion;
 
 use crate::cli::KeyValues;
 use crate::clips::{clip_dir, load_clip, Clip};
+use crate::model::{concat_inputs, ModelConfig};
 use anyhow::{ensure, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,9 @@ pub struct StageOptions {
     pub seed: u64,
     /// Stop after this many minutes even if `steps` is not reached (weights are saved).
     pub minutes: Option<f64>,
+    /// A trained model folder to start the stage's networks from when this model has none of
+    /// them yet; this model may have more latent channels and blocks (`grow_weights`).
+    pub grow_from: Option<PathBuf>,
 }
 
 impl StageOptions {
@@ -126,7 +130,18 @@ impl StageOptions {
             lr: o.value("lr", lr)?,
             seed: o.value("seed", seed)?,
             minutes: o.optional("minutes")?,
+            grow_from: o.optional::<String>("grow-from")?.map(PathBuf::from),
         })
+    }
+
+    /// Starts the stage's fresh variables from `--grow-from`'s weights, if given; whether it did.
+    pub fn grow(&self, vs: &mut nn::VarStore, cfg: &ModelConfig, tag: &str) -> Result<bool> {
+        let Some(source) = &self.grow_from else { return Ok(false) };
+        let source_cfg = ModelConfig::load(source)?;
+        let segments = |name: &str| Some((concat_inputs(name, &source_cfg)?, concat_inputs(name, cfg)?));
+        let (copied, grown) = grow_weights(vs, &source.join("weights.safetensors"), segments)?;
+        eprintln!("[{tag}] grown from {}: {copied} tensors copied, {grown} grown", source.display());
+        Ok(true)
     }
 }
 
@@ -269,6 +284,77 @@ pub fn restore_weights(vs: &mut nn::VarStore, file: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// Starts a larger model from a trained smaller one (`weights`, a model folder's file) so that
+/// it computes what the smaller one computed: each stored tensor is copied into the leading
+/// block of the variable of the same name; where a variable has more inputs (any dimension but
+/// the first) the new inputs' weights are zero, and new outputs (rows) keep their initial
+/// values, which the zero inputs downstream ignore until they learn to use them. Variables the
+/// file does not have keep their initial values (new residual blocks start as the identity).
+/// `segments(name)` gives, for a layer whose input is a concatenation, the parts' channels in
+/// the stored and in the new model: each part grows at its own end. Returns how many
+/// variables were copied whole and how many grown.
+pub fn grow_weights(
+    vs: &mut nn::VarStore,
+    weights: &Path,
+    segments: impl Fn(&str) -> Option<(Vec<i64>, Vec<i64>)>,
+) -> Result<(usize, usize)> {
+    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(weights)
+        .with_context(|| format!("reading {}", weights.display()))?
+        .into_iter()
+        .collect();
+    let (mut copied, mut grown) = (0, 0);
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            let Some(s) = stored.get(&name) else { continue };
+            let (from, to) = (s.size(), var.size());
+            if from == to {
+                var.copy_(s);
+                copied += 1;
+                continue;
+            }
+            ensure!(
+                from.len() == to.len() && from.iter().zip(&to).all(|(a, b)| a <= b),
+                "{name}: stored {from:?} does not fit in {to:?}"
+            );
+            for (d, (&a, &b)) in from.iter().zip(&to).enumerate().skip(2) {
+                if a < b {
+                    let _ = var.narrow(d as i64, a, b - a).zero_();
+                }
+            }
+            let mut block = var.shallow_clone();
+            for (d, &a) in from.iter().enumerate().filter(|&(d, _)| d != 1) {
+                block = block.narrow(d as i64, 0, a);
+            }
+            let (old, new) = match (from.len() > 1).then(|| segments(&name)).flatten() {
+                Some(parts) => parts,
+                None => (from.get(1).map_or(vec![], |&c| vec![c]), to.get(1).map_or(vec![], |&c| vec![c])),
+            };
+            ensure!(
+                old.len() == new.len()
+                    && old.iter().sum::<i64>() == from.get(1).copied().unwrap_or(0)
+                    && new.iter().sum::<i64>() == to.get(1).copied().unwrap_or(0)
+                    && old.iter().zip(&new).all(|(a, b)| a <= b),
+                "{name}: input parts {old:?} → {new:?} do not match {from:?} → {to:?}"
+            );
+            let s = s.to_kind(var.kind());
+            if old.is_empty() {
+                block.copy_(&s);
+            } else {
+                let (mut at_old, mut at_new) = (0, 0);
+                for (&a, &b) in old.iter().zip(&new) {
+                    let _ = block.narrow(1, at_new + a, b - a).zero_();
+                    block.narrow(1, at_new, a).copy_(&s.narrow(1, at_old, a));
+                    (at_old, at_new) = (at_old + a, at_new + b);
+                }
+            }
+            eprintln!("[grow] {name}: {from:?} → {to:?}");
+            grown += 1;
+        }
+        Ok(())
+    })?;
+    Ok((copied, grown))
+}
+
 /// A per-QP table whose model gained rate points (or a shared table that became per-QP: one
 /// row grown to one per QP) keeps its rows; each new row starts from the last stored one, the
 /// nearest rate point.
@@ -295,13 +381,48 @@ pub(crate) fn tiny_stage(tag: &str) -> (TrainingClips, StageOptions) {
         .unwrap();
     let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
     let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
-    let stage = StageOptions { model_dir: dir, steps: 2, batch: 1, crop: 64, lr: 1e-3, seed: 1, minutes: None };
+    let stage = StageOptions {
+        model_dir: dir,
+        steps: 2,
+        batch: 1,
+        crop: 64,
+        lr: 1e-3,
+        seed: 1,
+        minutes: None,
+        grow_from: None,
+    };
     (data, stage)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layer whose input concatenates two parts, each grown at its own end, computes what
+    /// the stored layer computed on the old parts, whatever the new channels hold.
+    #[test]
+    fn grown_concatenation_keeps_each_part_in_place() {
+        let dir = std::env::temp_dir().join(format!("gvc-grow-parts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("weights.safetensors");
+        tch::manual_seed(7);
+        let small_vs = nn::VarStore::new(tch::Device::Cpu);
+        let small = crate::model::layers::conv(small_vs.root() / "fuse", 2 + 3, 4, 3, 1);
+        store_weights(&small_vs, &file).unwrap();
+        let mut wide_vs = nn::VarStore::new(tch::Device::Cpu);
+        let wide = crate::model::layers::conv(wide_vs.root() / "fuse", 4 + 3, 6, 3, 1);
+        let parts = |name: &str| (name == "fuse.weight").then(|| (vec![2, 3], vec![4, 3]));
+        assert_eq!(grow_weights(&mut wide_vs, &file, parts).unwrap(), (0, 2));
+        let rand = |c| Tensor::randn([1, c, 5, 5], (Kind::Float, tch::Device::Cpu));
+        let (a, extra, b) = (rand(2), rand(2), rand(3));
+        let old = tch::no_grad(|| nn::Module::forward(&small, &Tensor::cat(&[&a, &b], 1)));
+        let new = tch::no_grad(|| nn::Module::forward(&wide, &Tensor::cat(&[&a, &extra, &b], 1)));
+        assert!(old.allclose(&new.narrow(1, 0, 4), 1e-5, 1e-6, false));
+        // Parts that do not add up to the stored layer's inputs are refused.
+        let wrong = |_: &str| Some((vec![1, 3], vec![3, 3]));
+        assert!(grow_weights(&mut wide_vs, &file, wrong).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn export_keeps_the_networks_the_checkpoint_lacks() {
