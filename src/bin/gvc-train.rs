@@ -18,19 +18,41 @@ enum Stage {
 
 /// `--perceptual alexnet|vgg16`.
 fn backbone(o: &KeyValues) -> Result<Backbone> {
-    Ok(match o.string("perceptual", "alexnet").as_str() {
+    backbone_named(&o.string("perceptual", "alexnet"))
+}
+
+fn backbone_named(name: &str) -> Result<Backbone> {
+    Ok(match name {
         "alexnet" => Backbone::AlexNet,
         "vgg16" => Backbone::Vgg16,
         other => bail!("unknown perceptual backbone {other}"),
     })
 }
 
+/// `--perceptual B[:W],…` (backbones alexnet|vgg16, each with its weight; without one,
+/// `--perceptual-weight`, default 0.5).
+fn perceptual_terms(o: &KeyValues) -> Result<Vec<(Backbone, f64)>> {
+    let default_weight = o.value("perceptual-weight", 0.5)?;
+    o.string("perceptual", "alexnet")
+        .split(',')
+        .map(|term| {
+            let (name, weight) = term.split_once(':').unwrap_or((term, ""));
+            let backbone = backbone_named(name)?;
+            let weight = if weight.is_empty() {
+                default_weight
+            } else {
+                weight.parse().with_context(|| format!("--perceptual {term}"))?
+            };
+            Ok((backbone, weight))
+        })
+        .collect()
+}
+
 /// Options of the autoencoder and decoder stages.
 fn autoencoder_options(o: &KeyValues, stage: StageOptions) -> Result<autoencoder::Options> {
     Ok(autoencoder::Options {
         stage,
-        perceptual_weight: o.value("perceptual-weight", 0.5)?,
-        perceptual_backbone: backbone(o)?,
+        perceptual: perceptual_terms(o)?,
         perceptual_layers: o.value("perceptual-layers", 5)?,
     })
 }

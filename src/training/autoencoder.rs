@@ -1,6 +1,6 @@
-//! Stage 0: the latent autoencoder (E, D), trained with L1 + an LPIPS perceptual loss and
-//! then frozen for every later stage. The perceptual backbone is selectable: VGG16 (what
-//! DiffVC's losses use) costs ~6× AlexNet per step on this CPU, so AlexNet is the default.
+//! Stage 0: the latent autoencoder (E, D), trained with L1 + LPIPS perceptual terms and then
+//! frozen for every later stage. The backbones are selectable: VGG16 (what DiffVC's losses
+//! use; gvc-wide) costs 4.5–6× AlexNet per step on this project's CPUs (gvc-small used AlexNet).
 //!
 //! `train_decoder` fine-tunes D alone, later, on what it decodes in the product: the frozen
 //! codec's ŷ at every QP (I- and P-frames), beside E's latent with noise as in stage 0. E
@@ -8,6 +8,7 @@
 
 use super::codec::FrozenCodec;
 use super::{psnr, restore_weights, Rng, StageOptions, StageRun, TrainingClips};
+use crate::metrics::DistsMetric;
 use crate::model::lpips::{Backbone, Lpips};
 use crate::model::{LatentAutoencoder, LatentDecoder, LatentEncoder, ModelConfig};
 use anyhow::{ensure, Result};
@@ -17,11 +18,39 @@ use tch::{nn, Device, Kind, Tensor};
 
 pub struct Options {
     pub stage: StageOptions,
-    /// Weight of the perceptual term.
-    pub perceptual_weight: f64,
-    pub perceptual_backbone: Backbone,
+    /// LPIPS terms of the loss: backbone and weight.
+    pub perceptual: Vec<(Backbone, f64)>,
     /// LPIPS taps used by the loss (1–5; fewer is cheaper).
     pub perceptual_layers: usize,
+}
+
+/// Σ weight · LPIPS over the configured backbones.
+struct PerceptualLoss {
+    terms: Vec<(Backbone, Lpips, f64)>,
+    layers: usize,
+}
+
+impl PerceptualLoss {
+    fn new(opt: &Options, device: Device) -> Result<Self> {
+        ensure!(!opt.perceptual.is_empty(), "no perceptual term");
+        let terms =
+            opt.perceptual.iter().map(|&(b, w)| Ok((b, Lpips::pretrained(b, device)?, w))).collect::<Result<_>>()?;
+        Ok(Self { terms, layers: opt.perceptual_layers })
+    }
+
+    /// The weighted sum and each term's mean distance.
+    fn loss(&self, xr: &Tensor, x: &Tensor) -> (Tensor, Vec<f64>) {
+        let distances: Vec<Tensor> =
+            self.terms.iter().map(|(_, net, _)| net.distance_layers(xr, x, self.layers).mean(Kind::Float)).collect();
+        let sum = distances.iter().zip(&self.terms).map(|(d, (_, _, w))| d * *w).reduce(|a, b| a + b).unwrap();
+        (sum, distances.iter().map(|d| d.double_value(&[])).collect())
+    }
+
+    /// "alexnet 0.0812 vgg16 0.2301" from the summed distances of `n` steps.
+    fn describe(&self, sums: &[f64], n: f64) -> String {
+        let names = self.terms.iter().map(|(b, _, _)| format!("{b:?}").to_lowercase());
+        names.zip(sums).map(|(name, s)| format!("{name} {:.4}", s / n)).collect::<Vec<_>>().join(" ")
+    }
 }
 
 pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
@@ -37,10 +66,10 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     if restored == 0 && opt.stage.grow(&mut vs, &cfg, "ae")? {
         evaluate(data, &ae.encoder, &ae.decoder, device)?;
     }
-    let perceptual_net = Lpips::pretrained(opt.perceptual_backbone, device)?;
+    let perceptual_loss = PerceptualLoss::new(opt, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
-    let mut window = (0.0, 0.0, 0.0, 0usize);
+    let mut window = (0.0, vec![0.0; opt.perceptual.len()], 0.0, 0usize);
     let mut last_log = Instant::now();
     while run.more() {
         optim.set_lr(run.lr());
@@ -50,27 +79,27 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         let y_noisy = &y + y.randn_like() * 0.05;
         let xr = ae.decoder.decode(&y_noisy);
         let l1 = (&xr - &x).abs().mean(Kind::Float);
-        let perceptual = perceptual_net.distance_layers(&xr, &x, opt.perceptual_layers).mean(Kind::Float);
+        let (perceptual, distances) = perceptual_loss.loss(&xr, &x);
         let reg = y.square().mean(Kind::Float) * 1e-4;
-        let loss = &l1 + &perceptual * opt.perceptual_weight + reg;
+        let loss = &l1 + perceptual + reg;
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
         window.0 += l1.double_value(&[]);
-        window.1 += perceptual.double_value(&[]);
+        window.1.iter_mut().zip(&distances).for_each(|(s, d)| *s += d);
         window.2 += psnr(&xr.detach().clamp(0.0, 1.0), &x);
         window.3 += 1;
         if run.step % 25 == 0 || run.step == opt.stage.steps {
             let n = window.3 as f64;
             eprintln!(
-                "[ae] step {}/{} l1 {:.4} lpips {:.4} psnr {:.2} dB | {:.2} s/step",
+                "[ae] step {}/{} l1 {:.4} lpips {} psnr {:.2} dB | {:.2} s/step",
                 run.step,
                 opt.stage.steps,
                 window.0 / n,
-                window.1 / n,
+                perceptual_loss.describe(&window.1, n),
                 window.2 / n,
                 last_log.elapsed().as_secs_f64() / n
             );
-            window = (0.0, 0.0, 0.0, 0);
+            window = (0.0, vec![0.0; opt.perceptual.len()], 0.0, 0);
             last_log = Instant::now();
         }
         if run.step % 250 == 0 {
@@ -99,7 +128,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
     if run.step == 0 {
         evaluate(data, &frozen.autoencoder.encoder, &decoder, device)?;
     }
-    let perceptual_net = Lpips::pretrained(opt.perceptual_backbone, device)?;
+    let perceptual_loss = PerceptualLoss::new(opt, device)?;
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ run.step as u64);
     let nq = cfg.codec.num_qps as usize;
@@ -119,8 +148,8 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
         let (latents, x) = (Tensor::cat(&latents, 0), Tensor::cat(&targets, 0));
         let xr = decoder.decode(&latents);
         let l1 = (&xr - &x).abs().mean(Kind::Float);
-        let perceptual = perceptual_net.distance_layers(&xr, &x, opt.perceptual_layers).mean(Kind::Float);
-        let loss = &l1 + &perceptual * opt.perceptual_weight;
+        let (perceptual, distances) = perceptual_loss.loss(&xr, &x);
+        let loss = &l1 + perceptual;
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
         let coded_items = frames * opt.stage.batch as i64;
@@ -130,7 +159,7 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
         w.1 += 1;
         let b = opt.stage.batch as i64;
         window.1 += psnr(&xr.narrow(0, coded_items, b), &x.narrow(0, coded_items, b));
-        window.2 += perceptual.double_value(&[]);
+        window.2 += distances.iter().sum::<f64>();
         window.3 += 1;
         if run.step % 25 == 0 || run.step == opt.stage.steps {
             let n = window.3 as f64;
@@ -162,28 +191,29 @@ pub fn train_decoder(data: &TrainingClips, opt: &Options, frames: i64) -> Result
     Ok(())
 }
 
-/// PSNR and LPIPS (AlexNet) of E→D on held-out frames (frame 0 of every clip, 256 crops).
-pub fn evaluate(
-    data: &TrainingClips,
-    encoder: &LatentEncoder,
-    decoder: &LatentDecoder,
-    device: Device,
-) -> Result<(f64, f64)> {
+/// PSNR, LPIPS (AlexNet) and DISTS of E→D on held-out frames (frames 0 and 40 of every clip,
+/// 256 crops). DISTS is trained on by no stage, a check on whatever perceptual loss trained D.
+pub fn evaluate(data: &TrainingClips, encoder: &LatentEncoder, decoder: &LatentDecoder, device: Device) -> Result<()> {
     let alex = Lpips::pretrained(Backbone::AlexNet, device)?;
-    let (mut sp, mut sl, mut n) = (0.0, 0.0, 0.0);
+    let dists = DistsMetric::new(device)?;
+    let (mut sp, mut sl, mut sd, mut n) = (0.0, 0.0, 0.0, 0.0);
     for index in [0, 40] {
         for (name, x) in data.held_out(index, 256) {
             let x = x.to_device(device);
             let xr = tch::no_grad(|| decoder.decode(&encoder.encode(&x)).clamp(0.0, 1.0));
             let (p, l) = (psnr(&xr, &x), tch::no_grad(|| alex.distance(&xr, &x)).double_value(&[0]));
-            eprintln!("[ae-eval] {name} frame {index}: PSNR {p:.2} dB, LPIPS {l:.4}");
-            sp += p;
-            sl += l;
-            n += 1.0;
+            let d = dists.mean(&xr, &x);
+            eprintln!("[ae-eval] {name} frame {index}: PSNR {p:.2} dB, LPIPS {l:.4}, DISTS {d:.4}");
+            (sp, sl, sd, n) = (sp + p, sl + l, sd + d, n + 1.0);
         }
     }
-    eprintln!("[ae-eval] mean over {n} held-out crops: PSNR {:.2} dB, LPIPS {:.4}", sp / n, sl / n);
-    Ok((sp / n, sl / n))
+    eprintln!(
+        "[ae-eval] mean over {n} held-out crops: PSNR {:.2} dB, LPIPS {:.4}, DISTS {:.4}",
+        sp / n,
+        sl / n,
+        sd / n
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,8 +229,7 @@ mod tests {
     fn decoder_stage_trains_the_latent_decoder_alone() {
         let (data, stage) = tiny_stage("decoder-stage");
         let dir = stage.model_dir.clone();
-        let opt =
-            Options { stage, perceptual_weight: 0.5, perceptual_backbone: Backbone::AlexNet, perceptual_layers: 5 };
+        let opt = Options { stage, perceptual: vec![(Backbone::AlexNet, 0.5)], perceptual_layers: 5 };
         train_decoder(&data, &opt, 2).unwrap();
         let shipped: HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
