@@ -101,8 +101,7 @@ impl GvcModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::concat_inputs;
-    use crate::training::grow_weights;
+    use crate::training::grow_model_weights;
     use tch::Kind;
 
     /// Every network of a model grown to a wider latent (`gvc-train --grow-from`) computes on
@@ -123,8 +122,7 @@ mod tests {
         let mut wide_cfg = small_cfg.clone();
         wide_cfg.autoencoder.latent_channels += 3;
         let mut wide = GvcModel::random(wide_cfg.clone(), 4, Device::Cpu);
-        let parts = |name: &str| Some((concat_inputs(name, &small_cfg)?, concat_inputs(name, &wide_cfg)?));
-        grow_weights(&mut wide.vs, &dir.join("weights.safetensors"), parts).unwrap();
+        grow_model_weights(&mut wide.vs, &dir.join("weights.safetensors"), &small_cfg, &wide_cfg).unwrap();
 
         let latent = small_cfg.autoencoder.latent_channels;
         let randn = |c: i64| Tensor::randn([1, c, 8, 8], (Kind::Float, Device::Cpu));

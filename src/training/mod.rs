@@ -138,8 +138,7 @@ impl StageOptions {
     pub fn grow(&self, vs: &mut nn::VarStore, cfg: &ModelConfig, tag: &str) -> Result<bool> {
         let Some(source) = &self.grow_from else { return Ok(false) };
         let source_cfg = ModelConfig::load(source)?;
-        let segments = |name: &str| Some((concat_inputs(name, &source_cfg)?, concat_inputs(name, cfg)?));
-        let (copied, grown) = grow_weights(vs, &source.join("weights.safetensors"), segments)?;
+        let (copied, grown) = grow_model_weights(vs, &source.join("weights.safetensors"), &source_cfg, cfg)?;
         eprintln!("[{tag}] grown from {}: {copied} tensors copied, {grown} grown", source.display());
         Ok(true)
     }
@@ -353,6 +352,18 @@ pub fn grow_weights(
         Ok(())
     })?;
     Ok((copied, grown))
+}
+
+/// `grow_weights` from a model of config `from` (its weights file `weights`) into variables of
+/// a model of config `to`, with the model's concatenated inputs (`concat_inputs`) grown part
+/// by part.
+pub fn grow_model_weights(
+    vs: &mut nn::VarStore,
+    weights: &Path,
+    from: &ModelConfig,
+    to: &ModelConfig,
+) -> Result<(usize, usize)> {
+    grow_weights(vs, weights, |name| Some((concat_inputs(name, from)?, concat_inputs(name, to)?)))
 }
 
 /// A per-QP table whose model gained rate points (or a shared table that became per-QP: one
