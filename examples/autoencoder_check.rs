@@ -5,8 +5,7 @@ use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::metrics::{ms_ssim, psnr, DistsMetric, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
-use gstgvc::model::layers::pad_replicate;
-use gstgvc::model::{AutoencoderConfig, LatentAutoencoder, ModelConfig};
+use gstgvc::model::{LatentAutoencoder, ModelConfig};
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
@@ -37,7 +36,7 @@ fn main() -> Result<()> {
                 for t in 0..clip.len() {
                     let x = clip.float_frames(t, 1).to_device(device);
                     let start = Instant::now();
-                    let y = ae.encoder.encode(&pad(&x));
+                    let y = ae.encoder.encode(&LatentAutoencoder::pad_to_factor(&x));
                     let _ = y.sum(tch::Kind::Float).double_value(&[]);
                     let encoded = Instant::now();
                     let xr = ae.decoder.decode(&y);
@@ -66,11 +65,4 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Replicate-padded to the latent's factor, as `LatentAutoencoder::reconstruct` does (the crop
-/// back is in the caller, so that E and D are timed apart).
-fn pad(x: &Tensor) -> Tensor {
-    let up = |v: i64| (v + AutoencoderConfig::FACTOR - 1) / AutoencoderConfig::FACTOR * AutoencoderConfig::FACTOR;
-    pad_replicate(x, up(x.size()[2]), up(x.size()[3]))
 }

@@ -126,9 +126,19 @@ impl LatentAutoencoder {
     /// at. Sides are replicate-padded to the latent's factor and cropped back.
     pub fn reconstruct(&self, x: &Tensor) -> Tensor {
         let (_, _, h, w) = x.size4().expect("frames (N, 3, H, W)");
+        self.decoder
+            .decode(&self.encoder.encode(&Self::pad_to_factor(x)))
+            .narrow(2, 0, h)
+            .narrow(3, 0, w)
+            .clamp(0.0, 1.0)
+    }
+
+    /// Frames replicate-padded on the bottom and right to sides that are multiples of the
+    /// latent's factor (unchanged when they already are).
+    pub fn pad_to_factor(x: &Tensor) -> Tensor {
+        let (_, _, h, w) = x.size4().expect("frames (N, 3, H, W)");
         let up = |v: i64| (v + AutoencoderConfig::FACTOR - 1) / AutoencoderConfig::FACTOR * AutoencoderConfig::FACTOR;
-        let padded = pad_replicate(x, up(h), up(w));
-        self.decoder.decode(&self.encoder.encode(&padded)).narrow(2, 0, h).narrow(3, 0, w).clamp(0.0, 1.0)
+        pad_replicate(x, up(h), up(w))
     }
 }
 
