@@ -1,6 +1,7 @@
-//! Raw video frames ↔ tensors, and the settings the elements share (device, model).
+//! Raw video frames ↔ tensors, and the settings the elements share (device, precision, model).
 
 use crate::model::gvc::GvcModel;
+use crate::model::Precision;
 use anyhow::{bail, Context, Result};
 use gst_video::prelude::*;
 use gst_video::VideoFormat;
@@ -19,6 +20,8 @@ pub const DEFAULT_MODEL: &str = "gvc-small";
 
 pub const DEFAULT_DEVICE: &str = "auto";
 
+pub const DEFAULT_PRECISION: &str = "auto";
+
 /// The `model` property both elements have.
 pub fn model_pspec() -> gst::glib::ParamSpec {
     gst::glib::ParamSpecString::builder("model")
@@ -35,6 +38,19 @@ pub fn device_pspec() -> gst::glib::ParamSpec {
         .nick("Device")
         .blurb("auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda")
         .default_value(Some(DEFAULT_DEVICE))
+        .mutable_ready()
+        .build()
+}
+
+/// The `precision` property both elements have.
+pub fn precision_pspec() -> gst::glib::ParamSpec {
+    gst::glib::ParamSpecString::builder("precision")
+        .nick("Precision")
+        .blurb(&format!(
+            "Number format of the latent decoder and the denoiser (the codec is always f32): {}",
+            Precision::CHOICES
+        ))
+        .default_value(Some(DEFAULT_PRECISION))
         .mutable_ready()
         .build()
 }
@@ -60,17 +76,19 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
-/// Loaded models shared by every element instance in the process, per folder and device.
-pub fn shared_model(name_or_path: &str, device: Device) -> Result<Arc<GvcModel>> {
-    type Key = (std::path::PathBuf, String);
+/// Loaded models shared by every element instance in the process, per folder, device and
+/// precision.
+pub fn shared_model(name_or_path: &str, device: Device, precision: Precision) -> Result<Arc<GvcModel>> {
+    type Key = (std::path::PathBuf, String, Precision);
     static MODELS: Lazy<Mutex<HashMap<Key, Arc<GvcModel>>>> = Lazy::new(Default::default);
     let dir = GvcModel::resolve(name_or_path)?;
-    let key = (dir.clone(), format!("{device:?}"));
+    let key = (dir.clone(), format!("{device:?}"), precision);
     let mut models = MODELS.lock();
     if let Some(m) = models.get(&key) {
         return Ok(m.clone());
     }
-    let model = Arc::new(GvcModel::load(&dir, device).with_context(|| format!("loading model {}", dir.display()))?);
+    let model = GvcModel::load(&dir, device).with_context(|| format!("loading model {}", dir.display()))?;
+    let model = Arc::new(model.with_precision(precision));
     models.insert(key, model.clone());
     Ok(model)
 }

@@ -7,6 +7,7 @@ use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
 use gstgvc::metrics::{psnr, DistsMetric, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
+use gstgvc::model::Precision;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Tensor};
@@ -26,15 +27,18 @@ fn main() -> Result<()> {
         "all" => true,
         other => anyhow::bail!("--prompts {other}: expected wrong or all"),
     };
+    let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
-    let model = Arc::new(GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::Cpu)?);
+    let model = Arc::new(
+        GvcModel::load(&GvcModel::resolve(&gstgvc::video::default_model())?, Device::Cpu)?.with_precision(precision),
+    );
     let clip = load_clip(&clip_dir().join(&clip_name), Some(frames), None)?;
     let n = clip.len();
     let reference = clip.float_frames(0, n);
     let lpips = LpipsMetric::new(Device::Cpu)?;
     let dists = DistsMetric::new(Device::Cpu)?;
     println!(
-        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, TDIR agreement τ per QP {:?}, intra QP offset {}, threads {}",
+        "{clip_name}: {n} frames {}x{}, DS = {ds}, start step N per QP {:?}, TDIR agreement τ per QP {:?}, intra QP offset {}, D and denoiser in {}, threads {}",
         clip.width(),
         clip.height(),
         (0..model.config.codec.num_qps).map(|q| model.config.denoiser.start_step_for(q)).collect::<Vec<_>>(),
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
             ),
             |k| k.to_string()
         ),
+        precision.name(),
         tch::get_num_threads()
     );
     println!("| qp | decoder | bpp | PSNR | LPIPS | DISTS | tLP | ms / P-frame | of which sampling | network steps / P-frame |");

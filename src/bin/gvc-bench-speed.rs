@@ -5,6 +5,7 @@ use gst::prelude::*;
 use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::model::gvc::GvcModel;
+use gstgvc::model::Precision;
 use gstgvc::pipeline::{decode_file, encode_frames, run_to_eos};
 
 /// (VmRSS, VmHWM) of this process in MB.
@@ -41,6 +42,8 @@ fn codecs(model: &std::path::Path) -> Vec<Codec> {
                 ("gvc, DS 4 / D 2 (TDIR on)", format!("gvcparse ! gvcdec model={m}")),
                 ("gvc, DS 4 / D 4 (TDIR off)", format!("gvcparse ! gvcdec model={m} independent-steps=4")),
                 ("gvc, no diffusion", format!("gvcparse ! gvcdec model={m} diffusion-steps=0")),
+                // The rows above run D and the denoiser in the default precision (auto).
+                ("gvc, DS 4 / D 2 (TDIR on), f32", format!("gvcparse ! gvcdec model={m} precision=f32")),
             ],
         },
         Codec {
@@ -116,7 +119,12 @@ fn main() -> Result<()> {
         let (w, h) = parse_size(&size)?;
         return run_child(&codec, w, h, frames, &model);
     }
-    println!("{} threads for libtorch; model {}", tch::get_num_threads(), model.display());
+    println!(
+        "{} threads for libtorch; model {}; precision auto = {}",
+        tch::get_num_threads(),
+        model.display(),
+        Precision::resolve("auto", tch::Device::Cpu)?.name()
+    );
     for size in sizes.split(',').filter(|s| !s.is_empty()) {
         let (w, h) = parse_size(size)?;
         // (name, enc fps, dec fps, peak RSS MB)

@@ -6,6 +6,7 @@ use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::evaluation::bd_rate;
 use gstgvc::metrics::{frechet_distance, ms_ssim, psnr, DistsMetric, FvdFeatures, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
+use gstgvc::model::Precision;
 use gstgvc::pipeline::{decode_file, encode_frames};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ fn main() -> Result<()> {
     let d = o.string("independent-steps", "-1");
     let baselines = o.string("baselines", "x264,x265");
     let gvcenc_extra = o.string("gvcenc", "");
+    let precision = o.string("precision", "auto");
+    // Refused here, not by the first pipeline.
+    let resolved = Precision::resolve(&precision, Device::Cpu)?;
     let wanted: Option<Vec<String>> = o.list("clips")?;
     let fvd_on = match o.string("fvd", "on").as_str() {
         "on" => true,
@@ -72,8 +76,14 @@ fn main() -> Result<()> {
             runs.push((
                 "gvc".into(),
                 format!("qp={qp}"),
-                format!("gvcenc model={} qp={qp} intra-period={intra_period} {gvcenc_extra}", model_dir.display()),
-                format!("gvcparse ! gvcdec model={} diffusion-steps={ds} independent-steps={d}", model_dir.display()),
+                format!(
+                    "gvcenc model={} qp={qp} intra-period={intra_period} precision={precision} {gvcenc_extra}",
+                    model_dir.display()
+                ),
+                format!(
+                    "gvcparse ! gvcdec model={} diffusion-steps={ds} independent-steps={d} precision={precision}",
+                    model_dir.display()
+                ),
             ));
         }
         if baselines.contains("x264") {
@@ -151,7 +161,7 @@ fn main() -> Result<()> {
             std::fs::remove_file(&file).ok();
         }
     }
-    write_outputs(&out_dir, &rows, frames, &gvcenc_extra)?;
+    write_outputs(&out_dir, &rows, frames, resolved, &gvcenc_extra)?;
     plot(&out_dir)?;
     Ok(())
 }
@@ -219,11 +229,18 @@ fn plot(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn write_outputs(dir: &std::path::Path, rows: &[Row], frames: usize, gvcenc_extra: &str) -> Result<()> {
+fn write_outputs(
+    dir: &std::path::Path,
+    rows: &[Row],
+    frames: usize,
+    precision: Precision,
+    gvcenc_extra: &str,
+) -> Result<()> {
     let mut csv =
         String::from("clip,codec,setting,bpp,psnr_rgb,ms_ssim,lpips_alex,dists,fvd,tlp,encode_fps,decode_fps\n");
     let mut md = format!(
-        "First {frames} frames per clip, intra period 32; bpp from file bytes.{}\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | DISTS | FVD | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "First {frames} frames per clip, intra period 32; bpp from file bytes; gvc's D and denoiser in {}.{}\n\n| clip | codec | setting | bpp | PSNR | MS-SSIM | LPIPS | DISTS | FVD | tLP | enc fps | dec fps |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        precision.name(),
         if gvcenc_extra.is_empty() { String::new() } else { format!(" gvcenc {gvcenc_extra}.") }
     );
     for r in rows {

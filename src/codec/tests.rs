@@ -5,7 +5,7 @@ use super::rate_control::RateTarget;
 use super::session::{DecoderSession, EncodedFrame, EncoderParams, EncoderSession, MissingReference};
 use crate::clips::{clip_dir, load_clip};
 use crate::model::gvc::GvcModel;
-use crate::model::{fnv1a64, ModelConfig};
+use crate::model::{fnv1a64, ModelConfig, Precision};
 use std::sync::Arc;
 use tch::{Device, Tensor};
 
@@ -304,6 +304,40 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
     // A separate process decodes the same bits to the same pictures.
     let [plain_hash, diffused_hash, _] = decode_in_child(&stream, &[]);
     assert_eq!((plain_hash, diffused_hash), (hash_frames(&plain), hash_frames(&diffused)));
+}
+
+/// D and the denoiser in bf16 move the pictures, never the codec: an f32 decoder reads a bf16
+/// encoder's stream to the same latents ŷ; the bf16 encoder writes the same bytes on another
+/// thread count, and the bf16 decoder's plain output is its reconstruction to the bit, also on
+/// another thread count, diffusion included; the bf16 pictures stay within rounding of the f32
+/// ones.
+#[test]
+fn bf16_synthesis_changes_pictures_only_within_rounding() {
+    let _threads = crate::model::THREAD_COUNT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = GvcModel::resolve(crate::video::DEFAULT_MODEL).unwrap();
+    let bf16 = Arc::new(GvcModel::load(&dir, Device::Cpu).unwrap().with_precision(Precision::Bf16));
+    let f32 = shipped_model();
+    let frames = real_frames(8);
+    tch::set_num_threads(2);
+    let (stream, recon) = encode_clip(&bf16, &frames, 1);
+    let (plain, diffused, latents) = decode_stream(&bf16, &stream);
+    let (plain_f32, diffused_f32, latents_f32) = decode_stream(&f32, &stream);
+    tch::set_num_threads(1);
+    let (stream_1t, _) = encode_clip(&bf16, &frames, 1);
+    let (plain_1t, diffused_1t, _) = decode_stream(&bf16, &stream);
+    tch::set_num_threads(2);
+    assert_eq!(stream_1t, stream, "a 1-thread bf16 encoder writes other bytes");
+    for i in 0..stream.len() {
+        assert!(latents[i].equal(&latents_f32[i]), "frame {i}: bf16 and f32 decoders decoded other latents");
+        assert!(plain[i].equal(&recon[i]), "frame {i}: bf16 decoder differs from the bf16 encoder");
+        assert!(plain_1t[i].equal(&plain[i]), "frame {i}: 1-thread bf16 decode differs");
+        assert!(diffused_1t[i].equal(&diffused[i]), "frame {i}: 1-thread bf16 diffusion decode differs");
+        assert!(!plain[i].equal(&plain_f32[i]), "frame {i}: the bf16 decoder gave the f32 pictures");
+        for (name, a, b) in [("plain", &plain, &plain_f32), ("diffused", &diffused, &diffused_f32)] {
+            let psnr = crate::metrics::psnr(&a[i], &b[i]);
+            assert!(psnr > 50.0, "frame {i}: {name} bf16 pictures are {psnr:.1} dB from the f32 ones");
+        }
+    }
 }
 
 /// A decoder on a CPU without this one's instruction sets reads the stream exactly as the

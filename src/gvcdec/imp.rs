@@ -1,8 +1,9 @@
 use crate::codec::bitstream::SequenceHeader;
 use crate::codec::session::{DecoderSession, MissingReference};
+use crate::model::Precision;
 use crate::video::{
-    default_model, device_pspec, model_pspec, parse_device, shared_model, tensor_to_rgb_bytes, write_rgb,
-    DEFAULT_DEVICE,
+    default_model, device_pspec, model_pspec, parse_device, precision_pspec, shared_model, tensor_to_rgb_bytes,
+    write_rgb, DEFAULT_DEVICE, DEFAULT_PRECISION,
 };
 use gst::glib;
 use gst::subclass::prelude::*;
@@ -24,6 +25,7 @@ struct Settings {
     max_errors: i32,
     model: String,
     device: String,
+    precision: String,
 }
 
 impl Default for Settings {
@@ -34,6 +36,7 @@ impl Default for Settings {
             max_errors: DEFAULT_MAX_ERRORS,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
+            precision: DEFAULT_PRECISION.into(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl ObjectImpl for GvcDec {
                     .build(),
                 model_pspec(),
                 device_pspec(),
+                precision_pspec(),
             ]
         });
         PROPERTIES.as_ref()
@@ -101,6 +105,9 @@ impl ObjectImpl for GvcDec {
             "max-errors" => s.max_errors = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
+            "precision" => {
+                s.precision = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_PRECISION.into())
+            }
             _ => unreachable!(),
         }
     }
@@ -113,6 +120,7 @@ impl ObjectImpl for GvcDec {
             "max-errors" => s.max_errors.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
+            "precision" => s.precision.to_value(),
             _ => unreachable!(),
         }
     }
@@ -155,7 +163,9 @@ impl GvcDec {
         }
         let s = self.settings.lock().clone();
         let device = parse_device(&s.device).map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{e:#}"]))?;
-        let model = shared_model(&s.model, device)
+        let precision = Precision::resolve(&s.precision, device)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{e:#}"]))?;
+        let model = shared_model(&s.model, device, precision)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["Cannot load gvc model: {e:#}"]))?;
         let mut session = DecoderSession::new(model);
         session.diffusion_steps = u8::try_from(s.diffusion_steps).ok();

@@ -2,9 +2,10 @@ use crate::codec::bitstream::FrameType;
 use crate::codec::rate_control::RateTarget;
 use crate::codec::session::{EncoderParams, EncoderSession};
 use crate::gvcparse::src_caps_for;
+use crate::model::Precision;
 use crate::video::{
-    default_model, device_pspec, frame_to_tensor, model_pspec, parse_device, shared_model, DEFAULT_DEVICE,
-    ENCODER_FORMATS,
+    default_model, device_pspec, frame_to_tensor, model_pspec, parse_device, precision_pspec, shared_model,
+    DEFAULT_DEVICE, DEFAULT_PRECISION, ENCODER_FORMATS,
 };
 use gst::glib;
 use gst::subclass::prelude::*;
@@ -47,6 +48,7 @@ struct Settings {
     rounding_offset: f64,
     model: String,
     device: String,
+    precision: String,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             rounding_offset: DEFAULT_ROUNDING_OFFSET,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
+            precision: DEFAULT_PRECISION.into(),
         }
     }
 }
@@ -157,6 +160,7 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 model_pspec(),
                 device_pspec(),
+                precision_pspec(),
             ]
         });
         PROPERTIES.as_ref()
@@ -188,6 +192,9 @@ impl ObjectImpl for GvcEnc {
             "rounding-offset" => s.rounding_offset = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
+            "precision" => {
+                s.precision = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_PRECISION.into())
+            }
             _ => unreachable!(),
         }
     }
@@ -206,6 +213,7 @@ impl ObjectImpl for GvcEnc {
             "rounding-offset" => s.rounding_offset.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
+            "precision" => s.precision.to_value(),
             _ => unreachable!(),
         }
     }
@@ -256,7 +264,8 @@ impl VideoEncoderImpl for GvcEnc {
         let info = state.info().clone();
         let s = self.settings.lock().clone();
         let device = parse_device(&s.device).map_err(|e| gst::loggable_error!(CAT, "{e:#}"))?;
-        let model = shared_model(&s.model, device).map_err(|e| {
+        let precision = Precision::resolve(&s.precision, device).map_err(|e| gst::loggable_error!(CAT, "{e:#}"))?;
+        let model = shared_model(&s.model, device, precision).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Init, ["Cannot load gvc model: {e:#}"]);
             gst::loggable_error!(CAT, "{e:#}")
         })?;

@@ -4,7 +4,7 @@
 use super::layers::{channels_last, conv, pad_replicate, ResBlock, SubpelConv};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AutoencoderConfig {
@@ -90,9 +90,10 @@ impl LatentDecoder {
         }
     }
 
-    /// Latent → RGB, nominally in [0,1] (not clamped, so training sees the overshoot).
+    /// Latent → RGB (f32), nominally in [0,1] (not clamped, so training sees the overshoot).
+    /// Runs in its weights' kind ([`crate::model::Precision`]).
     pub fn decode(&self, y: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(&channels_last(y));
+        let mut h = self.conv_in.forward(&channels_last(&y.to_kind(self.conv_in.ws.kind())));
         h = self.res[0].forward(&h);
         h = self.res[1].forward(&h);
         h = self.up[0].forward(&h).leaky_relu();
@@ -100,7 +101,7 @@ impl LatentDecoder {
         h = self.up[1].forward(&h).leaky_relu();
         h = self.scale_res[1].iter().fold(h, |h, b| b.forward(&h));
         h = self.up[2].forward(&h).leaky_relu();
-        (self.conv_out.forward(&h) * 0.5 + 0.5).contiguous()
+        (self.conv_out.forward(&h).to_kind(Kind::Float) * 0.5 + 0.5).contiguous()
     }
 }
 

@@ -152,11 +152,14 @@ impl Denoiser {
 
     /// ε̂ for noisy latent `z` at timesteps `t` (N), condition `y_hat` and `c0`
     /// (zeros for I-frames), QP prompt `ratio` (N).
+    /// Runs in its weights' kind ([`crate::model::Precision`]) and returns f32.
     pub fn forward(&self, z: &Tensor, t: &Tensor, y_hat: &Tensor, c0: &Tensor, ratio: &Tensor) -> Tensor {
-        let te = sinusoid(&(t.to_kind(Kind::Float)), self.embed);
+        let kind = self.conv_in.ws.kind();
+        let (z, y_hat, c0) = (&z.to_kind(kind), &y_hat.to_kind(kind), &c0.to_kind(kind));
+        let te = sinusoid(&(t.to_kind(Kind::Float)), self.embed).to_kind(kind);
         let te = self.time_mlp.1.forward(&self.time_mlp.0.forward(&te).silu());
         // log-ratio spread over the sinusoid's range.
-        let qe = sinusoid(&(ratio.to_kind(Kind::Float).log() * 100.0), self.embed);
+        let qe = sinusoid(&(ratio.to_kind(Kind::Float).log() * 100.0), self.embed).to_kind(kind);
         let qe = self.qp_mlp.1.forward(&self.qp_mlp.0.forward(&qe).silu());
         let emb = (te + qe).silu();
 
@@ -171,6 +174,6 @@ impl Denoiser {
         let m = self.mid.forward(&s1, &emb) + self.ctrl_zero[2].forward(&km);
         let u1 = self.up1.forward(&Tensor::cat(&[&m, &s1], 1), &emb);
         let u0 = self.up0.forward(&Tensor::cat(&[&self.up_conv.forward(&u1), &s0], 1), &emb);
-        self.conv_out.forward(&u0.silu())
+        self.conv_out.forward(&u0.silu()).to_kind(Kind::Float)
     }
 }

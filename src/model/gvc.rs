@@ -4,7 +4,7 @@
 use super::codec::{ContextualCodec, IntraCodec, MotionCodec};
 use super::denoiser::Denoiser;
 use super::spynet::SpyNet;
-use super::{load_pretrained, model_id, LatentAutoencoder, ModelConfig};
+use super::{load_pretrained, model_id, LatentAutoencoder, ModelConfig, Precision};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
@@ -41,7 +41,8 @@ impl GvcModel {
         Self { config, id, device, autoencoder, intra, motion, contextual, denoiser, vs }
     }
 
-    /// Loads a model folder. Every network must be present in the weights file.
+    /// Loads a model folder (every network in f32). Every network must be present in the
+    /// weights file.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::load(dir)?;
         let weights = dir.join("weights.safetensors");
@@ -52,6 +53,17 @@ impl GvcModel {
         model.vs.float();
         model.vs.freeze();
         Ok(model)
+    }
+
+    /// The model with D and the denoiser in `precision`. They cast their inputs to their
+    /// weights' kind and return f32, so callers see the same types either way.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        for (name, mut tensor) in self.vs.variables() {
+            if name.starts_with("autoencoder.decoder.") || name.starts_with("denoiser.") {
+                tensor.set_data(&tensor.to_kind(precision.kind()));
+            }
+        }
+        self
     }
 
     /// Randomly initialised networks (seeded): for plumbing tests only.

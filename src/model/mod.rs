@@ -33,6 +33,59 @@ pub fn reproducible_math() {
     });
 }
 
+/// Number format of the networks outside the codec's reference loop: the latent decoder D and
+/// the denoiser. The codec always runs in f32 (its decoding path is exact on every CPU); D and
+/// the denoiser only shape the output picture, so bf16 there moves pixels slightly but never the
+/// stream, the reference or what the encoder and decoder agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The names [`Precision::resolve`] takes.
+    pub const CHOICES: &'static str = "auto (bf16 on CPUs with native bf16 arithmetic, else f32), f32 or bf16";
+
+    /// `auto`, `f32` or `bf16` on `device`. `auto` picks bf16 on CPUs with native bf16 dot
+    /// products (AVX512-BF16, which every AMX CPU has), where oneDNN's bf16 convolutions are
+    /// several times faster than f32, and f32 elsewhere: older CPUs emulate bf16, and on CUDA
+    /// whether it pays depends on the GPU (not measured here).
+    pub fn resolve(name: &str, device: Device) -> Result<Self> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "auto" => Ok(if device == Device::Cpu && cpu_has_native_bf16() { Self::Bf16 } else { Self::F32 }),
+            other => anyhow::bail!("unknown precision {other:?}: {}", Self::CHOICES),
+        }
+    }
+
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Self::F32 => tch::Kind::Float,
+            Self::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 pub use autoencoder::{AutoencoderConfig, LatentAutoencoder, LatentDecoder, LatentEncoder};
 pub use codec::CodecConfig;
 use codec::ContextualCodec;
