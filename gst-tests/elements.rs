@@ -179,6 +179,9 @@ fn bitrate_moves_the_rate_point() {
 }
 
 /// `rounding-offset` reaches the encoder: a dead zone spends fewer bytes on the same frames.
+/// I-frames only: a P-frame's bytes also follow the encoder's motion search on D's picture,
+/// which these random networks make as different between f32 and bf16 as between any two
+/// references, so P-frames would test the random D, not the dead zone.
 #[test]
 fn rounding_offset_spends_fewer_bytes() {
     init();
@@ -186,7 +189,7 @@ fn rounding_offset_spends_fewer_bytes() {
         let mut h = gst_check::Harness::new("gvcenc");
         let enc = h.element().unwrap();
         enc.set_property("model", random_model());
-        enc.set_property("adaptive-intra", false);
+        enc.set_property("intra-period", 1u32);
         assert_eq!(enc.property::<f64>("rounding-offset"), 0.5, "default: rounding to the nearest");
         if let Some(offset) = rounding_offset {
             enc.set_property("rounding-offset", offset);
