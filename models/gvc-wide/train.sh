@@ -22,3 +22,21 @@ $train autoencoder --model-dir $dir --grow-from models/gvc-small --perceptual vg
 # checkpoint with the VGG16 term at 0.5 (logs/autoencoder-26b.log), then export.
 $train autoencoder --model-dir $dir --perceptual vgg16 --perceptual-weight 0.5 --steps 3200 --batch 8 --crop 128 --lr 2e-4 --seed 263 --minutes 70
 $train export --model-dir $dir
+
+# Session 27: the codec, grown from gvc-small's (the autoencoder above stays frozen), with
+# gvc-small's last full recipe: pixel distortion (+ 0.01 · LPIPS-AlexNet and the latent anchor,
+# the stage's defaults), rounded rate proxy, cascades of 5 frames at QP 0-2 and 8 at QP 3-4,
+# λ 640/80/10/0.5/0.05 (config.json); 256 crops, batch 4; learning rate 2e-4 with cosine decay
+# over 1,000 steps. The 90-minute cap stopped it at step 936 (logs/codec-27.log; its first 200
+# steps shared the CPU with builds, 13 s/step at worst, then 4.8-5.4 s/step).
+$train codec --model-dir $dir --grow-from models/gvc-small --distortion pixel --rate-proxy rounded --steps 1000 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 2e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 27 --minutes 90
+$train codec-check --model-dir $dir --batches 2
+# The denoiser, grown from gvc-small's (its latent scale recomputed for the new latent: 1.7844),
+# ε-MSE on the codec's decoded latents at every rate point, 256 crops, batch 4, learning rate
+# 1e-4 with cosine decay over 1,500 steps. The 24-minute cap stopped the first start at step 729
+# (it shared the CPU with a test build: 3.4-4.8 s/step, then 0.8; logs/diffusion-27.log); the
+# second resumed from that checkpoint and reached step 1,500 (0.9 s/step,
+# logs/diffusion-27b.log). Then export: the folder holds every network from here on.
+$train diffusion --model-dir $dir --grow-from models/gvc-small --steps 1500 --batch 4 --crop 256 --lr 1e-4 --seed 27 --minutes 24
+$train diffusion --model-dir $dir --steps 1500 --batch 4 --crop 256 --lr 1e-4 --seed 27 --minutes 19
+$train export --model-dir $dir
