@@ -5,6 +5,7 @@ use gstgvc::cli::args_or_usage;
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::metrics::{ms_ssim, psnr, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
+use gstgvc::model::Precision;
 use gstgvc::pipeline::{decode_file, encode_frames};
 use std::path::PathBuf;
 use tch::{Device, Kind};
@@ -24,11 +25,12 @@ fn main() -> Result<()> {
     let (n, h, w) = (clip.len(), clip.height(), clip.width());
     let model_dir = GvcModel::resolve(&gstgvc::video::default_model())?;
     println!(
-        "clip {} : {n} frames {w}x{h} @ {}/{} fps; model {}",
+        "clip {} : {n} frames {w}x{h} @ {}/{} fps; model {}; D and denoiser in {} (the elements' precision=auto)",
         clip_path.display(),
         clip.fps_n,
         clip.fps_d,
-        model_dir.display()
+        model_dir.display(),
+        Precision::resolve(gstgvc::video::DEFAULT_PRECISION, tch::Device::Cpu)?.name()
     );
     let out = std::env::temp_dir().join(format!("gvc-demo-{}.gvc", std::process::id()));
 
