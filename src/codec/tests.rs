@@ -191,8 +191,13 @@ fn i_frames_take_the_intra_qp_offset_and_the_decoder_follows() {
 
 /// The shipped, trained model (models/gvc-small).
 fn shipped_model() -> Arc<GvcModel> {
+    shipped_model_in(Precision::F32)
+}
+
+/// The shipped model with D and the denoiser in `precision`.
+fn shipped_model_in(precision: Precision) -> Arc<GvcModel> {
     let dir = GvcModel::resolve(crate::video::DEFAULT_MODEL).unwrap();
-    Arc::new(GvcModel::load(&dir, Device::Cpu).expect("the shipped model loads"))
+    Arc::new(GvcModel::load(&dir, Device::Cpu).expect("the shipped model loads").with_precision(precision))
 }
 
 /// The rate point a coded frame's packet names.
@@ -314,8 +319,7 @@ fn trained_model_is_bit_exact_across_processes_and_thread_counts() {
 #[test]
 fn bf16_synthesis_changes_pictures_only_within_rounding() {
     let _threads = crate::model::THREAD_COUNT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = GvcModel::resolve(crate::video::DEFAULT_MODEL).unwrap();
-    let bf16 = Arc::new(GvcModel::load(&dir, Device::Cpu).unwrap().with_precision(Precision::Bf16));
+    let bf16 = shipped_model_in(Precision::Bf16);
     let f32 = shipped_model();
     let frames = real_frames(8);
     tch::set_num_threads(2);
