@@ -54,12 +54,13 @@ impl Precision {
     /// "Precision"), and f32 elsewhere: older CPUs emulate bf16, and on CUDA whether it pays
     /// depends on the GPU (not measured here).
     pub fn resolve(name: &str, device: Device) -> Result<Self> {
-        match name {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            "auto" => Ok(if device == Device::Cpu && cpu_has_native_bf16() { Self::Bf16 } else { Self::F32 }),
-            other => anyhow::bail!("unknown precision {other:?}: {}", Self::CHOICES),
+        if name == "auto" {
+            return Ok(if device == Device::Cpu && cpu_has_native_bf16() { Self::Bf16 } else { Self::F32 });
         }
+        [Self::F32, Self::Bf16]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .with_context(|| format!("unknown precision {name:?}: {}", Self::CHOICES))
     }
 
     pub fn kind(self) -> tch::Kind {
