@@ -23,7 +23,9 @@ pub struct Options {
     pub stage: StageOptions,
     /// Frames per training sequence (one I-frame, then P-frames), per QP; one value serves
     /// every QP. Low rates drift most over long P-chains, so they can train on longer cascades
-    /// while high rates keep short ones (longer cascades cost high rates bits).
+    /// while high rates keep short ones (longer cascades cost high rates bits). 1 codes the
+    /// I-frame alone, so only the intra codec learns (P-frames take ŷ₀ detached): a step then
+    /// costs a fraction of a cascade's, for an intra codec that lags the rest.
     pub frames: Vec<i64>,
     /// λ of each QP, replacing the model config's (to move the rate ladder).
     pub lambdas: Option<Vec<f64>>,
@@ -121,7 +123,7 @@ impl Options {
             "--frames: give one length or one per QP ({num_qps}), not {}",
             self.frames.len()
         );
-        anyhow::ensure!(self.frames.iter().all(|&f| f >= 2), "--frames: a cascade needs an I-frame and a P-frame");
+        anyhow::ensure!(self.frames.iter().all(|&f| f >= 1), "--frames: a sequence needs at least its I-frame");
         Ok(())
     }
 }
@@ -319,8 +321,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
     // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count, pixel PSNR I,
-    // pixel PSNR P); the PSNRs only in pixel mode.
-    let mut window = vec![[0.0f64; 7]; nq];
+    // pixel PSNR P, count with P-frames); the PSNRs only in pixel mode.
+    let mut window = vec![[0.0f64; 8]; nq];
     let mut last_log = Instant::now();
     let mut logged_steps = 0;
     while run.more() {
@@ -375,33 +377,37 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
         let w = &mut window[qp as usize];
-        let np = (frames - 1) as f64;
         w[0] += bpp_i;
-        w[1] += bpp_p / np;
         w[2] += mse_i;
-        w[3] += mse_p / np;
         w[4] += 1.0;
         w[5] += psnr_i;
-        w[6] += psnr_p / np;
+        if frames > 1 {
+            let np = (frames - 1) as f64;
+            w[1] += bpp_p / np;
+            w[3] += mse_p / np;
+            w[6] += psnr_p / np;
+            w[7] += 1.0;
+        }
         logged_steps += 1;
         if run.step % 50 == 0 || run.step == opt.stage.steps {
             let mut line = format!("[codec] step {}/{}", run.step, opt.stage.steps);
             for (q, w) in window.iter().enumerate() {
                 if w[4] > 0.0 {
-                    line += &format!(
-                        " | qp{q}: I {:.3} bpp mse {:.4}, P {:.3} bpp mse {:.4}",
-                        w[0] / w[4],
-                        w[2] / w[4],
-                        w[1] / w[4],
-                        w[3] / w[4]
-                    );
+                    line += &format!(" | qp{q}: I {:.3} bpp mse {:.4}", w[0] / w[4], w[2] / w[4]);
+                    if w[7] > 0.0 {
+                        line += &format!(", P {:.3} bpp mse {:.4}", w[1] / w[7], w[3] / w[7]);
+                    }
                     if pixel_loss.is_some() {
-                        line += &format!(" | PSNR I {:.2} P {:.2} dB", w[5] / w[4], w[6] / w[4]);
+                        line += &format!(" | PSNR I {:.2}", w[5] / w[4]);
+                        if w[7] > 0.0 {
+                            line += &format!(" P {:.2}", w[6] / w[7]);
+                        }
+                        line += " dB";
                     }
                 }
             }
             eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged_steps as f64);
-            window = vec![[0.0; 7]; nq];
+            window = vec![[0.0; 8]; nq];
             last_log = Instant::now();
             logged_steps = 0;
         }
@@ -607,6 +613,28 @@ mod tests {
         assert_eq!(moved.len(), 12, "{moved:?}");
     }
 
+    /// I-frames alone (`--frames 1`) train the intra codec and nothing else.
+    #[test]
+    fn single_frame_sequences_train_the_intra_codec_alone() {
+        let (data, stage) = crate::training::tiny_stage("codec-intra-only");
+        let dir = stage.model_dir.clone();
+        train(&data, &Options { stage, ..options(&[1]) }).unwrap();
+        let shipped: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
+        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut moved = 0;
+        for (k, v) in &trained {
+            let unchanged = v.equal(&shipped[k].to_kind(v.kind()));
+            if k.starts_with("intra.") {
+                moved += usize::from(!unchanged);
+            } else {
+                assert!(unchanged, "{k} is outside the intra codec and moved");
+            }
+        }
+        assert!(moved > 0, "the intra codec did not train");
+    }
+
     #[test]
     fn trained_qps_must_exist() {
         let opt = Options { qps: Some(vec![1, 5]), ..options(&[3]) };
@@ -625,6 +653,7 @@ mod tests {
         assert_eq!((0..5).map(|q| per_qp.frames_at(q)).collect::<Vec<_>>(), [5, 5, 5, 8, 8]);
         let err = options(&[5, 8]).check_frames(5).unwrap_err().to_string();
         assert!(err.contains("one per QP (5)"), "{err}");
-        assert!(options(&[1]).check_frames(5).is_err());
+        assert!(options(&[1]).check_frames(5).is_ok());
+        assert!(options(&[0]).check_frames(5).is_err());
     }
 }
