@@ -68,6 +68,7 @@ fn codec_options(o: &KeyValues) -> Result<codec::Options> {
             "latent" => codec::Distortion::Latent,
             "pixel" => codec::Distortion::Pixel {
                 perceptual: o.value("perceptual-weight", 0.01)?,
+                backbone: backbone(o)?,
                 latent_anchor: o.value("latent-anchor", 0.1)?,
             },
             other => bail!("unknown distortion {other} (latent or pixel)"),

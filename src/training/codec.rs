@@ -76,11 +76,11 @@ pub enum Distortion {
     /// MSE between ŷ and y on the latent grid (DiffVC's RD stages moved to the latent).
     Latent,
     /// DiffVC's RDP loss (eq. 12, Table 2 stages 6–7): MSE between D(ŷ) and the frame in
-    /// pixels plus `perceptual` × LPIPS-AlexNet, through the frozen latent decoder D, plus
-    /// `latent_anchor` × the latent MSE so ŷ stays near y for the diffusion decoder, which
-    /// starts from ŷ and is trained to reach y. DiffVC's VGG16 term costs ~6× AlexNet per
-    /// step on this CPU (see the autoencoder stage), hence AlexNet.
-    Pixel { perceptual: f64, latent_anchor: f64 },
+    /// pixels plus `perceptual` × LPIPS on `backbone`, through the frozen latent decoder D,
+    /// plus `latent_anchor` × the latent MSE so ŷ stays near y for the diffusion decoder,
+    /// which starts from ŷ and is trained to reach y. DiffVC's term is VGG16; it costs ~4.5×
+    /// AlexNet per step on this CPU (the autoencoder stage's probes), so AlexNet is the default.
+    Pixel { perceptual: f64, backbone: Backbone, latent_anchor: f64 },
 }
 
 /// How the codes are quantized in a training forward pass.
@@ -298,8 +298,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     // (LPIPS network, perceptual weight, latent anchor) in pixel mode.
     let pixel_loss = match opt.distortion {
         Distortion::Latent => None,
-        Distortion::Pixel { perceptual, latent_anchor } => {
-            let lpips = Lpips::pretrained(Backbone::AlexNet, device)?;
+        Distortion::Pixel { perceptual, backbone, latent_anchor } => {
+            let lpips = Lpips::pretrained(backbone, device)?;
             Some((lpips, perceptual, latent_anchor))
         }
     };
@@ -633,6 +633,25 @@ mod tests {
             }
         }
         assert!(moved > 0, "the intra codec did not train");
+    }
+
+    /// The RDP term's backbone is the one named: the same run with AlexNet and with VGG16
+    /// ends at other weights.
+    #[test]
+    fn pixel_distortion_trains_through_the_named_backbone() {
+        let trained_with = |backbone: Backbone| {
+            let (data, stage) = crate::training::tiny_stage(&format!("codec-rdp-{backbone:?}"));
+            let dir = stage.model_dir.clone();
+            let distortion = Distortion::Pixel { perceptual: 1.0, backbone, latent_anchor: 0.1 };
+            train(&data, &Options { stage, distortion, ..options(&[1]) }).unwrap();
+            let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            trained.into_iter().collect::<std::collections::HashMap<_, _>>()
+        };
+        let alexnet = trained_with(Backbone::AlexNet);
+        let vgg16 = trained_with(Backbone::Vgg16);
+        let differing = alexnet.iter().filter(|(k, v)| !v.equal(&vgg16[*k])).count();
+        assert!(differing > 0, "VGG16's run ended where AlexNet's did");
     }
 
     #[test]
