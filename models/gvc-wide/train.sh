@@ -45,8 +45,8 @@ $train export --model-dir $dir
 # and learning rate 1e-4 (logs/codec-28.log). Stopped by hand at step ~260; what continued is
 # its step-200 checkpoint (written every 200 steps, so stopping anywhere in 200-399 reproduces it),
 # to give the intra codec, which lagged (codec-check: its transforms alone lose 22 % of E[y²]),
-# I-frame-only steps: --frames 1 trains the intra codec alone at 0.72-0.79 s/step against
-# 5.2 for the cascades (logs/codec-28-intra.log; codec-check after it:
+# I-frame-only steps: --frames 1 trains the intra codec alone at 0.70-0.79 s/step against
+# 5.0-6.2 for the cascades (logs/codec-28-intra.log; codec-check after it:
 # logs/codec-check-28-intra.log). Then whole cascades again (logs/codec-28b.log).
 rm -f $dir/checkpoints/codec.step
 $train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 950 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 28 --minutes 80
