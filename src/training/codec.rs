@@ -553,19 +553,39 @@ mod tests {
         }
     }
 
+    /// Trains the tiny test model's codec with the options `opt` makes of its stage, after
+    /// `prepare` has edited the model folder; the weights it started from and the checkpoint
+    /// it ended at.
+    fn tiny_codec_run(
+        tag: &str,
+        prepare: impl FnOnce(&std::path::Path),
+        opt: impl FnOnce(StageOptions) -> Options,
+    ) -> (std::collections::HashMap<String, Tensor>, Vec<(String, Tensor)>) {
+        let (data, stage) = crate::training::tiny_stage(tag);
+        let dir = stage.model_dir.clone();
+        prepare(&dir);
+        train(&data, &opt(stage)).unwrap();
+        let shipped = Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
+        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (shipped, trained)
+    }
+
     /// A rate point trained alone with the networks frozen moves its own table rows and
     /// nothing else: every other rate point decodes exactly as before.
     #[test]
     fn tables_only_training_moves_the_named_rate_point_alone() {
-        let (data, stage) = crate::training::tiny_stage("codec-tables-only");
-        let dir = stage.model_dir.clone();
-        let opt =
-            Options { stage, qps: Some(vec![3]), trained: Trained::Tables, table_lr_factor: 50.0, ..options(&[3]) };
-        train(&data, &opt).unwrap();
-        let shipped: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
-        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let (shipped, trained) = tiny_codec_run(
+            "codec-tables-only",
+            |_| {},
+            |stage| Options {
+                stage,
+                qps: Some(vec![3]),
+                trained: Trained::Tables,
+                table_lr_factor: 50.0,
+                ..options(&[3])
+            },
+        );
         let mut moved_rows = 0;
         for (k, v) in &trained {
             let before = shipped[k].to_kind(v.kind());
@@ -585,17 +605,16 @@ mod tests {
     /// them) train alone: every other tensor stays as shipped.
     #[test]
     fn spatial_prior_only_training_moves_the_spatial_priors_alone() {
-        let (data, stage) = crate::training::tiny_stage("codec-spatial-prior-only");
-        let dir = stage.model_dir.clone();
-        let mut cfg = ModelConfig::load(&dir).unwrap();
-        cfg.codec.checkerboard = true;
-        cfg.save(&dir).unwrap();
-        let opt = Options { stage, trained: Trained::SpatialPrior, ..options(&[3]) };
-        train(&data, &opt).unwrap();
-        let shipped: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
-        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let checkerboard_on = |dir: &std::path::Path| {
+            let mut cfg = ModelConfig::load(dir).unwrap();
+            cfg.codec.checkerboard = true;
+            cfg.save(dir).unwrap();
+        };
+        let (shipped, trained) = tiny_codec_run("codec-spatial-prior-only", checkerboard_on, |stage| Options {
+            stage,
+            trained: Trained::SpatialPrior,
+            ..options(&[3])
+        });
         let mut moved = Vec::new();
         for (k, v) in &trained {
             match shipped.get(k) {
@@ -616,13 +635,7 @@ mod tests {
     /// I-frames alone (`--frames 1`) train the intra codec and nothing else.
     #[test]
     fn single_frame_sequences_train_the_intra_codec_alone() {
-        let (data, stage) = crate::training::tiny_stage("codec-intra-only");
-        let dir = stage.model_dir.clone();
-        train(&data, &Options { stage, ..options(&[1]) }).unwrap();
-        let shipped: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect();
-        let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let (shipped, trained) = tiny_codec_run("codec-intra-only", |_| {}, |stage| Options { stage, ..options(&[1]) });
         let mut moved = 0;
         for (k, v) in &trained {
             let unchanged = v.equal(&shipped[k].to_kind(v.kind()));
@@ -640,12 +653,9 @@ mod tests {
     #[test]
     fn pixel_distortion_trains_through_the_named_backbone() {
         let trained_with = |backbone: Backbone| {
-            let (data, stage) = crate::training::tiny_stage(&format!("codec-rdp-{backbone:?}"));
-            let dir = stage.model_dir.clone();
             let distortion = Distortion::Pixel { perceptual: 1.0, backbone, latent_anchor: 0.1 };
-            train(&data, &Options { stage, distortion, ..options(&[1]) }).unwrap();
-            let trained = Tensor::read_safetensors(crate::training::checkpoint_file(&dir)).unwrap();
-            std::fs::remove_dir_all(&dir).unwrap();
+            let tag = format!("codec-rdp-{backbone:?}");
+            let (_, trained) = tiny_codec_run(&tag, |_| {}, |stage| Options { stage, distortion, ..options(&[1]) });
             trained.into_iter().collect::<std::collections::HashMap<_, _>>()
         };
         let alexnet = trained_with(Backbone::AlexNet);
