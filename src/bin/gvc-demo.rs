@@ -30,7 +30,11 @@ fn main() -> Result<()> {
         clip.fps_n,
         clip.fps_d,
         model_dir.display(),
-        Precision::resolve(gstgvc::video::DEFAULT_PRECISION, tch::Device::Cpu)?.name()
+        Precision::resolve(
+            gstgvc::video::DEFAULT_PRECISION,
+            gstgvc::video::parse_device(gstgvc::video::DEFAULT_DEVICE)?
+        )?
+        .name()
     );
     let out = std::env::temp_dir().join(format!("gvc-demo-{}.gvc", std::process::id()));
 
