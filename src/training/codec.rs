@@ -320,9 +320,8 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let mut optim = nn::Adam::default().build(&vs, opt.stage.lr)?;
     let mut rng = Rng::new(opt.stage.seed ^ (run.step as u64).wrapping_mul(31));
     let nq = cfg.codec.num_qps as usize;
-    // Per-QP running sums: (bpp I, bpp P, latent MSE I, latent MSE P, count, pixel PSNR I,
-    // pixel PSNR P, count with P-frames); the PSNRs only in pixel mode.
-    let mut window = vec![[0.0f64; 8]; nq];
+    // Per QP, the I-frames' and the P-frames' sums over the log window.
+    let mut window = vec![[WindowSums::default(); 2]; nq];
     let mut last_log = Instant::now();
     let mut logged_steps = 0;
     while run.more() {
@@ -376,38 +375,32 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
         }
         optim.backward_step_clip_norm(&loss, 1.0);
         run.step += 1;
-        let w = &mut window[qp as usize];
-        w[0] += bpp_i;
-        w[2] += mse_i;
-        w[4] += 1.0;
-        w[5] += psnr_i;
+        let [w_i, w_p] = &mut window[qp as usize];
+        w_i.add(bpp_i, mse_i, psnr_i);
         if frames > 1 {
             let np = (frames - 1) as f64;
-            w[1] += bpp_p / np;
-            w[3] += mse_p / np;
-            w[6] += psnr_p / np;
-            w[7] += 1.0;
+            w_p.add(bpp_p / np, mse_p / np, psnr_p / np);
         }
         logged_steps += 1;
         if run.step % 50 == 0 || run.step == opt.stage.steps {
             let mut line = format!("[codec] step {}/{}", run.step, opt.stage.steps);
-            for (q, w) in window.iter().enumerate() {
-                if w[4] > 0.0 {
-                    line += &format!(" | qp{q}: I {:.3} bpp mse {:.4}", w[0] / w[4], w[2] / w[4]);
-                    if w[7] > 0.0 {
-                        line += &format!(", P {:.3} bpp mse {:.4}", w[1] / w[7], w[3] / w[7]);
+            for (q, [w_i, w_p]) in window.iter().enumerate() {
+                let Some([bpp, mse, psnr]) = w_i.means() else { continue };
+                line += &format!(" | qp{q}: I {bpp:.3} bpp mse {mse:.4}");
+                let p = w_p.means();
+                if let Some([bpp, mse, _]) = p {
+                    line += &format!(", P {bpp:.3} bpp mse {mse:.4}");
+                }
+                if pixel_loss.is_some() {
+                    line += &format!(" | PSNR I {psnr:.2}");
+                    if let Some([_, _, psnr]) = p {
+                        line += &format!(" P {psnr:.2}");
                     }
-                    if pixel_loss.is_some() {
-                        line += &format!(" | PSNR I {:.2}", w[5] / w[4]);
-                        if w[7] > 0.0 {
-                            line += &format!(" P {:.2}", w[6] / w[7]);
-                        }
-                        line += " dB";
-                    }
+                    line += " dB";
                 }
             }
             eprintln!("{line} | {:.2} s/step", last_log.elapsed().as_secs_f64() / logged_steps as f64);
-            window = vec![[0.0; 8]; nq];
+            window = vec![[WindowSums::default(); 2]; nq];
             last_log = Instant::now();
             logged_steps = 0;
         }
@@ -417,6 +410,30 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     }
     run.save(&vs)?;
     Ok(())
+}
+
+/// One frame type's per-step means (bpp, latent MSE, pixel PSNR; the PSNR only in pixel
+/// mode) summed over a log window.
+#[derive(Clone, Copy, Default)]
+struct WindowSums {
+    steps: f64,
+    bpp: f64,
+    mse: f64,
+    psnr: f64,
+}
+
+impl WindowSums {
+    fn add(&mut self, bpp: f64, mse: f64, psnr: f64) {
+        self.steps += 1.0;
+        self.bpp += bpp;
+        self.mse += mse;
+        self.psnr += psnr;
+    }
+
+    /// Means over the window's steps; None when it had none.
+    fn means(&self) -> Option<[f64; 3]> {
+        (self.steps > 0.0).then(|| [self.bpp, self.mse, self.psnr].map(|sum| sum / self.steps))
+    }
 }
 
 /// Per-QP rate and latent MSE of the current weights on `batches` training batches, with
