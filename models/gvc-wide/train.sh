@@ -66,3 +66,23 @@ $train export --model-dir $dir
 # 282, 18-minute cap: step 547; logs/diffusion-28b.log). On carphone it moved LPIPS with TDIR by
 # -0.006 to +0.004 and PSNR by -0.14 to +0.06 dB (logs/bench-diffusion-28b.log against
 # bench-diffusion-28.log), a mixed result, so the export above stays the committed one.
+
+# Session 29. QP 4 was no rate point of its own (carphone: 0.0289 bpp against QP 3's 0.0322, its
+# P-frames as dear as QP 3's), so its λ went 0.05 -> 0.015 (config.json) and its per-QP scale
+# tables alone train at that λ, every other tensor frozen, so QP 0-3 code exactly as before
+# (7.1-7.5 s/step with 8-frame cascades; logs/codec-29c-qp4-tables.log). The checkpoint folder
+# is emptied first: it held the denoiser run not kept above.
+rm -rf $dir/checkpoints
+$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 200 --batch 4 --crop 256 --frames 8 --qps 4 --tables-only true --lambdas 640,80,10,0.5,0.015 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 29 --minutes 14
+$train export --model-dir $dir
+# Tried and not kept (session 29): the same tables run with a 20-minute cap
+# (logs/codec-29-qp4-tables.log), then whole cascades at every QP from its end: a first start
+# with the RDP term on VGG16 (--perceptual vgg16) had not reached step 50 after 17 minutes (over
+# 20 s/step, 3-4x AlexNet's; logs/codec-29.log) and was stopped before any checkpoint; with
+# AlexNet, 415 steps (seed 291, 42-minute cap; logs/codec-29b.log); then the denoiser's
+# sampled-perceptual recipe again, 1,067 steps (1,250-step schedule, seed 29, 40-minute cap;
+# logs/diffusion-29.log). On carphone (logs/bench-diffusion-29.log against bench-diffusion-28.log)
+# QP 4 became a rate point (0.0168 bpp), but with TDIR PSNR fell 0.16-0.23 dB at QP 0-3, DISTS
+# rose at every QP and LPIPS fell 3-4 % at QP 0-1 but rose 1 % at QP 2 and 14 % at QP 3; the
+# codec alone (row A) gained nothing at QP 0-3 (PSNR within 0.03 dB, DISTS worse). So those
+# weights were dropped and the tables run above repeated on session 28's.
