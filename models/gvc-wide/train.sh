@@ -67,8 +67,8 @@ $train export --model-dir $dir
 # -0.006 to +0.004 and PSNR by -0.14 to +0.06 dB (logs/bench-diffusion-28b.log against
 # bench-diffusion-28.log), a mixed result, so the export above stays the committed one.
 
-# Session 29. QP 4 was no rate point of its own (carphone: 0.0289 bpp against QP 3's 0.0322, its
-# P-frames as dear as QP 3's), so its λ went 0.05 -> 0.015 (config.json) and its per-QP scale
+# Session 29. QP 4 was no rate point of its own (carphone: 0.0289 bpp against QP 3's 0.0322,
+# logs/bench-diffusion-28.log), so its λ went 0.05 -> 0.015 (config.json) and its per-QP scale
 # tables alone train at that λ, every other tensor frozen, so QP 0-3 code exactly as before
 # (7.1-7.5 s/step with 8-frame cascades; logs/codec-29c-qp4-tables.log). The checkpoint folder
 # is emptied first: it held the denoiser run not kept above.
