@@ -26,10 +26,11 @@ $train export --model-dir $dir
 # Session 27: the codec, grown from gvc-small's (the autoencoder above stays frozen), with
 # gvc-small's last full recipe: pixel distortion (+ 0.01 · LPIPS-AlexNet and the latent anchor,
 # the stage's defaults), rounded rate proxy, cascades of 5 frames at QP 0-2 and 8 at QP 3-4,
-# λ 640/80/10/0.5/0.05 (config.json); 256 crops, batch 4; learning rate 2e-4 with cosine decay
+# λ 640/80/10/0.5/0.05 (config.json's until session 29 moved QP 4's; given on the command line
+# here and in session 28's runs so the recipe replays them as they ran); 256 crops, batch 4; learning rate 2e-4 with cosine decay
 # over 1,000 steps. The 90-minute cap stopped it at step 936 (logs/codec-27.log; its first 200
 # steps shared the CPU with builds, 13 s/step at worst, then 4.8-5.4 s/step).
-$train codec --model-dir $dir --grow-from models/gvc-small --distortion pixel --rate-proxy rounded --steps 1000 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 2e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 27 --minutes 90
+$train codec --model-dir $dir --grow-from models/gvc-small --distortion pixel --lambdas 640,80,10,0.5,0.05 --rate-proxy rounded --steps 1000 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 2e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 27 --minutes 90
 $train codec-check --model-dir $dir --batches 2
 # The denoiser, grown from gvc-small's (its latent scale recomputed for the new latent: 1.7844),
 # ε-MSE on the codec's decoded latents at every rate point, 256 crops, batch 4, learning rate
@@ -49,11 +50,11 @@ $train export --model-dir $dir
 # 5.0-6.2 for the cascades (logs/codec-28-intra.log; codec-check after it:
 # logs/codec-check-28-intra.log). Then whole cascades again (logs/codec-28b.log).
 rm -f $dir/checkpoints/codec.step
-$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 950 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 28 --minutes 80
+$train codec --model-dir $dir --distortion pixel --lambdas 640,80,10,0.5,0.05 --rate-proxy rounded --steps 950 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 28 --minutes 80
 rm -f $dir/checkpoints/codec.step
-$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 1500 --batch 4 --crop 256 --frames 1 --lr 2e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 281 --minutes 20
+$train codec --model-dir $dir --distortion pixel --lambdas 640,80,10,0.5,0.05 --rate-proxy rounded --steps 1500 --batch 4 --crop 256 --frames 1 --lr 2e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 281 --minutes 20
 rm -f $dir/checkpoints/codec.step
-$train codec --model-dir $dir --distortion pixel --rate-proxy rounded --steps 520 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 282 --minutes 46
+$train codec --model-dir $dir --distortion pixel --lambdas 640,80,10,0.5,0.05 --rate-proxy rounded --steps 520 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 1e-4 --align-floor 0.025 --align-warmup 0 --table-lr-factor 50 --seed 282 --minutes 46
 $train codec-check --model-dir $dir --batches 2
 # The denoiser, from session 27's checkpoint (ε-MSE, step 1,500) with a fresh step counter, on
 # the codec above: gvc-small's sampled-perceptual recipe (1 · (L1 + 0.5 · LPIPS-AlexNet) of D
