@@ -139,13 +139,14 @@ mod tests {
         let latent = small_cfg.autoencoder.latent_channels;
         let randn = |c: i64| Tensor::randn([1, c, 8, 8], (Kind::Float, Device::Cpu));
         let widen = |t: &Tensor| Tensor::cat(&[t, &randn(3)], 1);
+        // The grown layers sum over more (zero-weight) channels, so their rounding differs with
+        // the CPU's kernels; with these random weights the denoiser's outputs reach ~10³, so the
+        // bound follows the output's scale (a misplaced part differs at that scale itself).
         let same = |a: &Tensor, b: &Tensor, what: &str| {
             let b = b.narrow(1, 0, a.size()[1]);
-            assert!(
-                a.allclose(&b, 1e-4, 1e-5, false),
-                "{what}: max difference {}",
-                (a - b).abs().max().double_value(&[])
-            );
+            let scale = a.abs().max().double_value(&[]).max(1.0);
+            let difference = (a - b).abs().max().double_value(&[]);
+            assert!(difference <= 1e-4 * scale, "{what}: max difference {difference} at output scale {scale}");
         };
         tch::no_grad(|| {
             let (y, prev) = (randn(latent), randn(latent));
