@@ -97,13 +97,13 @@ $train export --model-dir $dir
 rm -f $dir/checkpoints/diffusion.step
 $train diffusion --model-dir $dir --steps 1400 --batch 8 --crop 128 --lr 5e-5 --sampled-perceptual 1 --seed 30 --minutes 48
 $train export --model-dir $dir
-# Tried and not kept (session 31, another machine: AMD EPYC, AVX2, so D and the denoiser run in
-# f32): the same recipe from the committed denoiser with the sampled term's LPIPS weight doubled
-# (0.5 -> 1.0), 1,100 steps (cosine over 1,100, 2.2-3.1 s/step, 44 minutes; logs/diffusion-31.log). Against
-# the committed weights benched on the same machine (logs/bench-diffusion-31-base-prompts.log,
-# bench-diffusion-bikes-31-base.log): LPIPS with TDIR fell 0.2-4.5 % on carphone
-# (bench-diffusion-31-prompts.log) but rose 0.9-2.1 % at every QP on bikes
-# (bench-diffusion-bikes-31.log), where QP 0 lost to row A again; carphone's DISTS rose 1.6-2.1 %
-# at QP 0-2. The committed weights stay.
+# Tried and not kept (session 31, another machine: AMD EPYC with AVX2, where the benches run D
+# and the denoiser in f32): the same recipe from the committed denoiser with the sampled term's
+# LPIPS weight doubled (0.5 -> 1.0), 1,100 steps (cosine over 1,100, 2.2-3.1 s/step, 44 minutes;
+# logs/diffusion-31.log). Against the committed weights benched on the same machine
+# (logs/bench-diffusion-31-base-prompts.log, bench-diffusion-bikes-31-base.log): LPIPS with TDIR
+# fell 0.2-4.5 % on carphone (bench-diffusion-31-prompts.log) but rose 0.9-2.1 % at every QP on
+# bikes (bench-diffusion-bikes-31.log), where QP 0 lost to row A again; carphone's DISTS rose
+# 1.6-2.1 % at QP 0-2. The committed weights stay.
 #   rm -f $dir/checkpoints/diffusion.step
 #   $train diffusion --model-dir $dir --steps 1100 --batch 8 --crop 128 --lr 5e-5 --sampled-perceptual 1 --lpips-weight 1.0 --seed 31 --minutes 62
