@@ -125,9 +125,11 @@ mod tests {
         let small_cfg = ModelConfig::tiny_for_tests();
         let small = GvcModel::random(small_cfg.clone(), 3, Device::Cpu);
         // Zero-started layers (the control branch's outputs) must not hide a misplaced part.
+        // At 0.1 the denoiser's outputs stay near 1; at 0.2 they reached ~10³, where the grown
+        // layers' other rounding (more zero-weight channels in each sum) broke the bound on AVX2.
         tch::no_grad(|| {
             for (_, mut v) in small.vs.variables() {
-                v.copy_(&(v.randn_like() * 0.2));
+                v.copy_(&(v.randn_like() * 0.1));
             }
         });
         small.save(&dir).unwrap();
@@ -139,14 +141,13 @@ mod tests {
         let latent = small_cfg.autoencoder.latent_channels;
         let randn = |c: i64| Tensor::randn([1, c, 8, 8], (Kind::Float, Device::Cpu));
         let widen = |t: &Tensor| Tensor::cat(&[t, &randn(3)], 1);
-        // The grown layers sum over more (zero-weight) channels, so their rounding differs with
-        // the CPU's kernels; with these random weights the denoiser's outputs reach ~10³, so the
-        // bound follows the output's scale (a misplaced part differs at that scale itself).
         let same = |a: &Tensor, b: &Tensor, what: &str| {
             let b = b.narrow(1, 0, a.size()[1]);
-            let scale = a.abs().max().double_value(&[]).max(1.0);
-            let difference = (a - b).abs().max().double_value(&[]);
-            assert!(difference <= 1e-4 * scale, "{what}: max difference {difference} at output scale {scale}");
+            assert!(
+                a.allclose(&b, 1e-4, 1e-5, false),
+                "{what}: max difference {}",
+                (a - b).abs().max().double_value(&[])
+            );
         };
         tch::no_grad(|| {
             let (y, prev) = (randn(latent), randn(latent));
