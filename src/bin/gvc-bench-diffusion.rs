@@ -27,6 +27,14 @@ fn main() -> Result<()> {
         "all" => true,
         other => anyhow::bail!("--prompts {other}: expected wrong or all"),
     };
+    // TDIR setting of the wrong-prompt rows: D = DS/2 as decoded by default, or D = DS as
+    // trained (the sampled term trains through the sampling without reuse).
+    let prompt_tdir: Vec<bool> = match o.string("prompt-tdir", "on").as_str() {
+        "on" => vec![true],
+        "off" => vec![false],
+        "both" => vec![true, false],
+        other => anyhow::bail!("--prompt-tdir {other}: expected on, off or both"),
+    };
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
     let model = Arc::new(
@@ -107,10 +115,13 @@ fn main() -> Result<()> {
             variant("diffusion, TDIR off (D = DS)".into(), ds, ds),
             variant("diffusion, TDIR on (D = DS/2)".into(), ds, half),
         ];
-        for &wrong in &wrong_prompts {
-            let mut v = variant(format!("TDIR on, QP {wrong}'s prompt (wrong)"), ds, half);
-            v.1.prompt_qp = Some(wrong);
-            variants.push(v);
+        for &tdir in &prompt_tdir {
+            for &wrong in &wrong_prompts {
+                let (label, independent) = if tdir { ("on", half) } else { ("off", ds) };
+                let mut v = variant(format!("TDIR {label}, QP {wrong}'s prompt (wrong)"), ds, independent);
+                v.1.prompt_qp = Some(wrong);
+                variants.push(v);
+            }
         }
         for &start in &start_steps {
             let mut v = variant(format!("TDIR on, N = {start}"), ds, half);

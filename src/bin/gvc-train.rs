@@ -119,7 +119,7 @@ fn main() -> Result<()> {
                 _ => None,
             };
             let stage = StageOptions::from_cli(&o, 3000, 2e-4, 3)?;
-            Stage::Diffusion(diffusion::Options { stage, start_share, perceptual })
+            Stage::Diffusion(diffusion::Options { stage, start_share, perceptual, qps: o.list("qps")? })
         }
         other => bail!("unknown stage {other}"),
     };

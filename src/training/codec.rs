@@ -6,7 +6,7 @@
 //! (cheap, stages RD) or, as DiffVC's stages 6–7 do, on the pixels decoded by the frozen
 //! latent decoder D with a perceptual term (RDP).
 
-use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
+use super::{restore_weights, trained_qps, Rng, StageOptions, StageRun, TrainingClips};
 use crate::model::codec::{CodePrior, ContextualCodec, IntraCodec, MotionCodec, SPATIAL_PRIOR_GROUP};
 use crate::model::entropy_model::{gaussian_bits, noisy, ste_round, Hyperprior, RATE_PARAMETER_GROUP};
 use crate::model::gvc::GvcModel;
@@ -105,16 +105,6 @@ impl Options {
         } else {
             self.frames[qp as usize]
         }
-    }
-
-    /// The rate points this run trains.
-    fn trained_qps(&self, num_qps: i64) -> Result<Vec<i64>> {
-        let qps = self.qps.clone().unwrap_or_else(|| (0..num_qps).collect());
-        anyhow::ensure!(!qps.is_empty(), "--qps: name at least one rate point");
-        if let Some(bad) = qps.iter().find(|&&q| !(0..num_qps).contains(&q)) {
-            anyhow::bail!("--qps: rate point {bad} out of range (the model has {num_qps})");
-        }
-        Ok(qps)
     }
 
     fn check_frames(&self, num_qps: i64) -> Result<()> {
@@ -285,7 +275,7 @@ pub fn train(data: &TrainingClips, opt: &Options) -> Result<()> {
     let lambdas = opt.lambdas.clone().unwrap_or_else(|| cfg.codec.lambdas.clone());
     anyhow::ensure!(lambdas.len() == cfg.codec.num_qps as usize, "need one λ per QP ({})", cfg.codec.num_qps);
     opt.check_frames(cfg.codec.num_qps)?;
-    let qps = opt.trained_qps(cfg.codec.num_qps)?;
+    let qps = trained_qps(opt.qps.as_deref(), cfg.codec.num_qps)?;
     eprintln!("[codec] λ per QP: {lambdas:?}, frames per sequence: {:?}, trained QPs: {qps:?}", opt.frames);
     let mut run = StageRun::start(&opt.stage, "codec")?;
     tch::manual_seed(opt.stage.seed as i64);
@@ -679,14 +669,6 @@ mod tests {
         let vgg16 = trained_with(Backbone::Vgg16);
         let differing = alexnet.iter().filter(|(k, v)| !v.equal(&vgg16[*k])).count();
         assert!(differing > 0, "VGG16's run ended where AlexNet's did");
-    }
-
-    #[test]
-    fn trained_qps_must_exist() {
-        let opt = Options { qps: Some(vec![1, 5]), ..options(&[3]) };
-        let err = opt.trained_qps(5).unwrap_err().to_string();
-        assert!(err.contains("rate point 5 out of range"), "{err}");
-        assert_eq!(options(&[3]).trained_qps(3).unwrap(), [0, 1, 2]);
     }
 
     #[test]

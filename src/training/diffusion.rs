@@ -18,7 +18,7 @@
 
 use super::codec::FrozenCodec;
 use super::psnr;
-use super::{restore_weights, Rng, StageOptions, StageRun, TrainingClips};
+use super::{restore_weights, trained_qps, Rng, StageOptions, StageRun, TrainingClips};
 use crate::diffusion::{predict_clean_latent, NoiseSchedule};
 use crate::model::denoiser::Denoiser;
 use crate::model::lpips::{Backbone, Lpips};
@@ -33,6 +33,8 @@ pub struct Options {
     /// Share of each batch trained at the decoder's start step from ŷ (see the module doc).
     pub start_share: f64,
     pub perceptual: Option<SampledPerceptual>,
+    /// The rate points drawn from (see [`trained_qps`]); `None`: every QP.
+    pub qps: Option<Vec<i64>>,
 }
 
 /// The pixel loss on the decoder's sampled output (see the module doc):
@@ -141,6 +143,8 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     eprintln!("[diffusion] resuming at step {}", run.step);
     let mut optim = nn::Adam::default().build(&vs, opt.lr)?;
     let nq = cfg.codec.num_qps as usize;
+    let qps = trained_qps(options.qps.as_deref(), cfg.codec.num_qps)?;
+    eprintln!("[diffusion] QPs drawn from: {qps:?}");
     let share_threshold = (options.start_share * f64::from(1u32 << 20)) as u64;
     let perceptual = match &options.perceptual {
         Some(p) => {
@@ -159,7 +163,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     let mut logged = 0;
     while run.more() {
         optim.set_lr(run.lr());
-        let qp = rng.below(nq as u64) as i64;
+        let qp = qps[rng.below(qps.len() as u64) as usize];
         let seq = data.sample(&mut rng, opt.batch, 2, opt.crop)?.to_device(device);
         let (ys, coded) = frozen.code(&seq, qp);
         let c0_i = coded[1].c0.as_ref().unwrap().zeros_like();
@@ -277,7 +281,7 @@ mod tests {
     fn train_tiny(perceptual: Option<SampledPerceptual>, tag: &str) -> Vec<(String, Tensor)> {
         let (data, stage) = tiny_stage(&format!("diffusion-stage-{tag}"));
         let dir = stage.model_dir.clone();
-        train(&data, &Options { stage, start_share: 0.0, perceptual }).unwrap();
+        train(&data, &Options { stage, start_share: 0.0, perceptual, qps: None }).unwrap();
         let trained = Tensor::read_safetensors(checkpoint_file(&dir)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         trained

@@ -373,6 +373,17 @@ fn is_fewer_rows_of(stored: &[i64], var: &[i64]) -> bool {
     !stored.is_empty() && stored.len() == var.len() && stored[0] < var[0] && stored[1..] == var[1..]
 }
 
+/// The rate points a codec or diffusion run draws from, uniformly per step: `--qps` (a QP
+/// named twice is drawn twice as often) or every QP of the model.
+pub fn trained_qps(qps: Option<&[i64]>, num_qps: i64) -> Result<Vec<i64>> {
+    let qps = qps.map_or_else(|| (0..num_qps).collect(), <[i64]>::to_vec);
+    anyhow::ensure!(!qps.is_empty(), "--qps: name at least one rate point");
+    if let Some(bad) = qps.iter().find(|&&q| !(0..num_qps).contains(&q)) {
+        anyhow::bail!("--qps: rate point {bad} out of range (the model has {num_qps})");
+    }
+    Ok(qps)
+}
+
 pub fn psnr(a: &Tensor, b: &Tensor) -> f64 {
     psnr_of_mse((a - b).square().mean(Kind::Float).double_value(&[]))
 }
@@ -433,6 +444,15 @@ mod tests {
         let wrong = |_: &str| Some((vec![1, 3], vec![3, 3]));
         assert!(grow_weights(&mut wide_vs, &file, wrong).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trained_qps_must_exist() {
+        let err = trained_qps(Some(&[1, 5]), 5).unwrap_err().to_string();
+        assert!(err.contains("rate point 5 out of range"), "{err}");
+        assert!(trained_qps(Some(&[]), 5).is_err());
+        assert_eq!(trained_qps(None, 3).unwrap(), [0, 1, 2]);
+        assert_eq!(trained_qps(Some(&[3, 3, 0]), 5).unwrap(), [3, 3, 0], "a repeat weights the draw");
     }
 
     #[test]
