@@ -107,3 +107,12 @@ $train export --model-dir $dir
 # 1.6-2.1 % at QP 0-2. The committed weights stay.
 #   rm -f $dir/checkpoints/diffusion.step
 #   $train diffusion --model-dir $dir --steps 1100 --batch 8 --crop 128 --lr 5e-5 --sampled-perceptual 1 --lpips-weight 1.0 --seed 31 --minutes 62
+# Tried and not kept (session 32, session 31's machine): session 30's recipe from the committed
+# denoiser with QP 3 drawn twice as often (--qps 0,1,2,3,3,4), 1,000 steps (cosine over 1,000,
+# 2.2-2.3 s/step, 39 minutes; logs/diffusion-32.log). Against the committed weights benched on
+# the same machine: LPIPS with TDIR -0.9/-0.6/-1.2/+0.1/+0.9 % at QP 0-4 on carphone
+# (bench-diffusion-32-prompts.log), +0.3/-0.1/-0.3/-1.3/+0.8 % on bikes
+# (bench-diffusion-bikes-32.log), where QP 0 fell behind row A by 0.0001; at carphone QP 3 QP 4's
+# prompt beat the right one by more than before (6.3 % against 4.6 %). The committed weights stay.
+#   rm -f $dir/checkpoints/diffusion.step
+#   $train diffusion --model-dir $dir --steps 1000 --batch 8 --crop 128 --lr 5e-5 --sampled-perceptual 1 --qps 0,1,2,3,3,4 --seed 32 --minutes 50
