@@ -204,6 +204,49 @@ fn rounding_offset_spends_fewer_bytes() {
 }
 
 #[test]
+fn prompt_search_signals_prompts_the_decoder_takes() {
+    init();
+    let encode = |search: Option<u32>| {
+        let mut h = gst_check::Harness::new("gvcenc");
+        let enc = h.element().unwrap();
+        assert_eq!(enc.property::<u32>("prompt-search"), 0, "default: every frame its own prompt");
+        // The shipped model (named: another test sets GVC_MODEL): a random denoiser's
+        // zero-initialised output ignores the prompt.
+        enc.set_property("model", gstgvc::video::DEFAULT_MODEL);
+        enc.set_property("intra-period", 3u32);
+        enc.set_property("diffusion-steps", 2u32);
+        enc.set_property("independent-steps", 1u32);
+        if let Some(range) = search {
+            enc.set_property("prompt-search", range);
+        }
+        h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
+        push_frames(&mut h, 64, 48, 0..6);
+        h.push_event(gst::event::Eos::new());
+        std::iter::from_fn(|| h.try_pull()).collect::<Vec<_>>()
+    };
+    let offsets = |buffers: &[gst::Buffer]| -> Vec<i8> {
+        buffers
+            .iter()
+            .map(|b| {
+                gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.prompt_offset
+            })
+            .collect()
+    };
+    assert_eq!(offsets(&encode(None)), vec![0; 6]);
+    let searched = encode(Some(2));
+    let chosen = offsets(&searched);
+    assert!(chosen.iter().all(|o| o.abs() <= 2) && chosen.iter().any(|&o| o != 0), "{chosen:?}");
+    let mut d = gst_check::Harness::new("gvcdec");
+    d.element().unwrap().set_property("model", gstgvc::video::DEFAULT_MODEL);
+    d.set_src_caps_str("video/x-gvc,stream-format=packets,parsed=true");
+    for b in searched {
+        d.push(b).unwrap();
+    }
+    d.push_event(gst::event::Eos::new());
+    assert_eq!(std::iter::from_fn(|| d.try_pull()).count(), 6, "every frame decodes");
+}
+
+#[test]
 fn encoder_honours_force_key_unit() {
     init();
     let mut h = encoder_harness(32, 32, 100);
@@ -476,6 +519,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         intra_qp_offset: None,
         rate_target: None,
         rounding_offset: 0.5,
+        prompt_search: 0,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

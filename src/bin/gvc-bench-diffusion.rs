@@ -35,6 +35,7 @@ fn main() -> Result<()> {
         "both" => vec![true, false],
         other => anyhow::bail!("--prompt-tdir {other}: expected on, off or both"),
     };
+    let prompt_search: u8 = o.value("prompt-search", 0)?;
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
     let model = Arc::new(
@@ -78,6 +79,7 @@ fn main() -> Result<()> {
     );
     let qps = qps.unwrap_or_else(|| (0..model.config.codec.num_qps as u8).collect());
     let mut speedups = Vec::new();
+    let mut searches = Vec::new();
     for &qp in &qps {
         anyhow::ensure!(
             (qp as i64) < model.config.codec.num_qps,
@@ -97,10 +99,13 @@ fn main() -> Result<()> {
             intra_qp_offset,
             rate_target: None,
             rounding_offset: 0.5,
+            prompt_search: 0,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
+        let started = Instant::now();
         let stream: Vec<Vec<u8>> =
             (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false).map(|e| e.data)).collect::<Result<_>>()?;
+        let encode_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
         let bpp = stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
         let num_qps = model.config.codec.num_qps as u8;
         let wrong_prompts: Vec<u8> = if every_prompt {
@@ -147,8 +152,46 @@ fn main() -> Result<()> {
                 timing.network_steps_per_p_frame
             );
         }
+        if prompt_search > 0 {
+            let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
+            let mut enc = EncoderSession::new(model.clone(), &searched)?;
+            let started = Instant::now();
+            let encoded = (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false)).collect::<Result<Vec<_>>>()?;
+            let search_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
+            let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
+            let (out, timing) = decode_stream(&mut decoder(&model, ds, half), &stream)?;
+            let decoded = Tensor::cat(&out, 0);
+            let bpp_searched =
+                stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
+            println!(
+                "| {qp} | TDIR on, encoder-chosen prompt (±{prompt_search}) | {bpp_searched:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
+                psnr(&reference, &decoded),
+                lpips.mean(&reference, &decoded),
+                dists.mean(&reference, &decoded),
+                lpips.tlp(&reference, &decoded),
+                timing.ms_per_p_frame,
+                timing.sampling_ms_per_p_frame,
+                timing.network_steps_per_p_frame
+            );
+            let offsets: Vec<String> = encoded.iter().map(|e| format!("{:+}", e.prompt_offset)).collect();
+            let displayed = encoded.iter().zip(&out).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
+            searches.push(format!(
+                "| {qp} | {} | {} | {encode_ms:.1} | {search_ms:.1} |",
+                offsets.join(" "),
+                if displayed { "yes" } else { "NO" }
+            ));
+        }
         if timing_rounds > 0 {
             speedups.push((qp, paired_timing(&model, &stream, ds, half, timing_rounds)?));
+        }
+    }
+    if !searches.is_empty() {
+        println!();
+        println!("Encoder-chosen prompts (±{prompt_search}, by LPIPS to the source): the offset signalled per frame, whether the decoder displayed the encoder's picture bit for bit, and the encoder's time without and with the search:");
+        println!("| qp | prompt offset per frame | decoder = encoder's picture | encode ms / frame | with search ms / frame |");
+        println!("|---|---|---|---|---|");
+        for row in &searches {
+            println!("{row}");
         }
     }
     if !speedups.is_empty() {

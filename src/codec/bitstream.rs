@@ -9,7 +9,12 @@ use std::io::{Cursor, Read};
 pub const SYNC: [u8; 2] = *b"GV";
 /// First bytes of a sequence-header payload.
 pub const SEQUENCE_MAGIC: [u8; 4] = *b"GVCv";
-pub const FORMAT_VERSION: u8 = 1;
+/// The version this build writes. Version 2 added the frame's prompt offset in the high half of
+/// the byte that was version 1's QP index (where version 1 always has zeros), so this build
+/// reads both.
+pub const FORMAT_VERSION: u8 = 2;
+/// Rate points a stream may have: the frame header holds the QP index in four bits.
+pub const MAX_RATE_POINTS: u8 = 16;
 /// Bound on a unit's payload: a damaged size field can never cause a large allocation.
 pub const MAX_UNIT_PAYLOAD: usize = 16 << 20;
 /// Bound on the sub-streams of a frame packet.
@@ -220,7 +225,11 @@ impl SequenceHeader {
             self.diffusion_steps
         );
         ensure!(self.diffusion_steps == 0 || self.independent_steps >= 1, "no independent diffusion step");
-        ensure!(self.num_rate_points >= 1, "no rate points");
+        ensure!(
+            (1..=MAX_RATE_POINTS).contains(&self.num_rate_points),
+            "{} rate points (1 to {MAX_RATE_POINTS})",
+            self.num_rate_points
+        );
         Ok(())
     }
 
@@ -244,8 +253,8 @@ impl SequenceHeader {
     pub fn from_payload(payload: &[u8]) -> Result<Self> {
         ensure!(payload.len() >= 5 && payload[..4] == SEQUENCE_MAGIC, "not a gvc sequence header");
         ensure!(
-            payload[4] == FORMAT_VERSION,
-            "unsupported gvc format version {} (this build reads version {FORMAT_VERSION})",
+            (1..=FORMAT_VERSION).contains(&payload[4]),
+            "unsupported gvc format version {} (this build reads versions 1 to {FORMAT_VERSION})",
             payload[4]
         );
         let mut r = Cursor::new(&payload[5..]);
@@ -299,18 +308,25 @@ pub struct FramePacket {
     /// Display order number since the start of the stream.
     pub frame_number: u32,
     pub qp_index: u8,
+    /// The denoiser is conditioned on the prompt of rate point `qp_index + prompt_offset`
+    /// (QPP); the encoder may pick another rate point's prompt than the frame's own.
+    pub prompt_offset: i8,
     /// Seed of the decoder's diffusion noise for this frame.
     pub noise_seed: u32,
     /// Entropy-coded sub-streams, in the order the frame type defines.
     pub substreams: Vec<Vec<u8>>,
 }
 
+/// Prompt offsets the frame header can hold (four bits, two's complement).
+pub const PROMPT_OFFSETS: std::ops::RangeInclusive<i8> = -8..=7;
+
 impl FramePacket {
     pub fn to_payload(&self) -> Vec<u8> {
         assert!(self.substreams.len() <= MAX_SUBSTREAMS);
+        assert!(self.qp_index < MAX_RATE_POINTS && PROMPT_OFFSETS.contains(&self.prompt_offset));
         let mut p = Vec::with_capacity(8 + self.substreams.iter().map(Vec::len).sum::<usize>());
         write_varint(&mut p, self.frame_number);
-        p.push(self.qp_index);
+        p.push(((self.prompt_offset as u8) << 4) | self.qp_index);
         write_varint(&mut p, self.noise_seed);
         p.push(self.substreams.len() as u8);
         for s in &self.substreams {
@@ -325,7 +341,8 @@ impl FramePacket {
     pub fn from_payload(frame_type: FrameType, payload: &[u8]) -> Result<Self> {
         let mut r = Cursor::new(payload);
         let frame_number = read_varint(&mut r).context("frame number")?;
-        let qp_index = r.read_u8().context("truncated frame header")?;
+        let rate = r.read_u8().context("truncated frame header")?;
+        let (qp_index, prompt_offset) = (rate & 0x0F, (rate as i8) >> 4);
         let noise_seed = read_varint(&mut r).context("noise seed")?;
         let count = r.read_u8().context("truncated frame header")? as usize;
         ensure!(count <= MAX_SUBSTREAMS, "{count} sub-streams (at most {MAX_SUBSTREAMS})");
@@ -345,7 +362,7 @@ impl FramePacket {
             substreams.push(rest[..size].to_vec());
             rest = &rest[size..];
         }
-        Ok(Self { frame_type, frame_number, qp_index, noise_seed, substreams })
+        Ok(Self { frame_type, frame_number, qp_index, prompt_offset, noise_seed, substreams })
     }
 
     pub fn to_unit(&self) -> Vec<u8> {
@@ -425,6 +442,7 @@ mod tests {
             frame_type: FrameType::Intra,
             frame_number: 300,
             qp_index: 2,
+            prompt_offset: -3,
             noise_seed: 77_777,
             substreams: vec![vec![1, 2, 3], vec![], vec![9; 200]],
         };
@@ -433,6 +451,24 @@ mod tests {
         let parsed = parse_access_unit(&au).unwrap();
         assert_eq!(parsed.sequence_header.unwrap(), header());
         assert_eq!(parsed.frame, f);
+        for prompt_offset in PROMPT_OFFSETS {
+            for qp_index in [0, 1, MAX_RATE_POINTS - 1] {
+                let g = FramePacket { qp_index, prompt_offset, ..f.clone() };
+                assert_eq!(FramePacket::from_payload(g.frame_type, &g.to_payload()).unwrap(), g);
+            }
+        }
+    }
+
+    #[test]
+    fn version_1_streams_are_read_with_the_frames_own_prompt() {
+        // Version 1 had the QP index alone in the byte that now also holds the prompt offset.
+        let mut p = header().to_payload();
+        p[4] = 1;
+        assert_eq!(SequenceHeader::from_payload(&p).unwrap(), header());
+        let v1_frame = [0x85, 0x01, 3, 7, 1, 2, 0xAB, 0xCD];
+        let f = FramePacket::from_payload(FrameType::Inter, &v1_frame).unwrap();
+        assert_eq!((f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed), (133, 3, 0, 7));
+        assert_eq!(f.substreams, vec![vec![0xAB, 0xCD]]);
     }
 
     #[test]
@@ -441,6 +477,7 @@ mod tests {
             frame_type: FrameType::Inter,
             frame_number: 5,
             qp_index: 0,
+            prompt_offset: 1,
             noise_seed: 5,
             substreams: vec![vec![0xAA; 40], vec![0x55; 3]],
         };
@@ -469,6 +506,9 @@ mod tests {
         p[4] = 99;
         let err = SequenceHeader::from_payload(&p).unwrap_err().to_string();
         assert!(err.contains("version 99"), "{err}");
+        let mut h = header();
+        h.num_rate_points = MAX_RATE_POINTS + 1;
+        assert!(SequenceHeader::from_payload(&h.to_payload()).is_err());
         assert!(SequenceHeader::from_payload(&header().to_payload()[..20]).is_err());
         // A size field over the bound is refused before anything is allocated.
         let huge = [b'G', b'V', b'I', 0xFF, 0xFF, 0xFF, 0x7F];

@@ -13,6 +13,7 @@ use crate::model::codec::{split_log_params, CheckerboardPrior, CodePrior, Tempor
 use crate::model::entropy_model::Hyperprior;
 use crate::model::gvc::GvcModel;
 use crate::model::layers::pad_replicate;
+use crate::model::lpips::{Backbone, Lpips};
 use crate::model::spynet::SpyNet;
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
@@ -270,6 +271,13 @@ pub struct EncoderParams {
     /// nearest integer; less widens the zero bin (a dead zone, as x264's and HM's rounding
     /// offsets), trading a little distortion for fewer bits.
     pub rounding_offset: f64,
+    /// QPP prompts tried: the encoder samples each frame as the decoder will under the prompts
+    /// of the rate points up to this many above and below the frame's own, and signals the
+    /// offset whose pictures have been closest to the source by LPIPS (AlexNet) over the GOP so
+    /// far ([`PromptSearch`]). Each tried offset costs the encoder one diffusion decode per
+    /// frame. 0: every frame takes its own rate point's prompt, and the encoder runs no
+    /// diffusion.
+    pub prompt_search: u8,
 }
 
 pub struct EncodedFrame {
@@ -284,6 +292,10 @@ pub struct EncodedFrame {
     pub latent: Tensor,
     /// Where the frame's bits went, per coded tensor.
     pub bit_split: BitSplit,
+    /// The signalled prompt: the rate point `qp_index + prompt_offset`'s.
+    pub prompt_offset: i8,
+    /// With a prompt search, the picture the decoder displays (display size).
+    pub display: Option<Tensor>,
 }
 
 /// A P-frame is a restart candidate only above this multiple of the GOP's first P-frame: on
@@ -314,6 +326,7 @@ pub struct EncoderSession {
     first_p_bytes: Option<usize>,
     rate_control: Option<RateController>,
     rounding_offset: f64,
+    prompt_search: Option<PromptSearch>,
 }
 
 impl EncoderSession {
@@ -357,6 +370,11 @@ impl EncoderSession {
             )?),
             None => None,
         };
+        let prompt_search = if params.prompt_search > 0 && header.diffusion_steps > 0 {
+            Some(PromptSearch::new(&model, params.prompt_search)?)
+        } else {
+            None
+        };
         Ok(Self {
             model,
             spynet,
@@ -372,6 +390,7 @@ impl EncoderSession {
             first_p_bytes: None,
             rate_control,
             rounding_offset: params.rounding_offset,
+            prompt_search,
         })
     }
 
@@ -447,26 +466,45 @@ impl EncoderSession {
                 if !intra
                     && !first_p
                     && self.adaptive_intra
-                    && chosen.data.len() as f64 > RESTART_CANDIDATE_RATIO * restart_p as f64 =>
+                    && chosen.size(&self.header) as f64 > RESTART_CANDIDATE_RATIO * restart_p as f64 =>
             {
                 let intra = self.code_frame(&x, &y, true)?;
-                if restart_pays(chosen.data.len(), restart_p, intra.data.len()) {
+                if restart_pays(chosen.size(&self.header), restart_p, intra.size(&self.header)) {
                     chosen = intra;
                 }
             }
             _ => {}
         }
-        if first_p && chosen.frame_type == FrameType::Inter {
-            self.first_p_bytes = Some(chosen.data.len());
+        let frame_type = chosen.packet.frame_type;
+        if first_p && frame_type == FrameType::Inter {
+            self.first_p_bytes = Some(chosen.size(&self.header));
         }
-        let Candidate { data, frame_type, latent, code, bit_split } = chosen;
+        let display = match self.prompt_search.as_mut() {
+            Some(search) => {
+                let (offset, display) = search.choose(m, &self.header, &chosen, frame)?;
+                chosen.packet.prompt_offset = offset;
+                Some(display)
+            }
+            None => None,
+        };
+        let data = chosen.access_unit(&self.header);
+        let Candidate { packet, latent, code, bit_split, .. } = chosen;
         let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
         let reconstruction = crop_display(&picture, &self.header);
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: Some(picture) });
         self.since_intra = if frame_type == FrameType::Intra { 1 } else { self.since_intra + 1 };
         let frame_number = self.frame_number;
         self.frame_number = self.frame_number.wrapping_add(1);
-        Ok(EncodedFrame { data, frame_type, frame_number, reconstruction, latent, bit_split })
+        Ok(EncodedFrame {
+            data,
+            frame_type,
+            frame_number,
+            reconstruction,
+            latent,
+            bit_split,
+            prompt_offset: packet.prompt_offset,
+            display,
+        })
     }
 
     /// Codes the current frame (`x` padded, `y` its latent) as an I- or P-frame without
@@ -485,10 +523,11 @@ impl EncoderSession {
         let mut enc = RansEncoder::new();
         let mut bit_split = BitSplit::new();
         let mut coder = Coder::Encode(&mut enc, &mut bit_split, self.rounding_offset);
-        let (latent, code) = if intra {
+        let (latent, code, guide) = if intra {
             let code = m.intra.analysis(y, qp);
             let z = m.intra.hyper.analysis(&code, qp);
-            fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?
+            let (latent, code) = fc.intra(&mut coder, qp, code_hw, Some((&code, &z)))?;
+            (latent, code, DiffusionGuide::default())
         } else {
             let reference = self.reference.as_ref().context("P-frame without a reference")?;
             let flow8 = self.spynet.latent_flow(x, reference.picture.as_ref().context("reference without a picture")?);
@@ -498,30 +537,236 @@ impl EncoderSession {
             let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
             let code = m.contextual.analysis(y, &ctx, qp);
             let z = m.contextual.hyper.analysis(&code, qp);
-            fc.contextual(&mut coder, qp, code_hw, reference, &ctx, Some((&code, &z)))?
+            let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, Some((&code, &z)))?;
+            (latent, code, DiffusionGuide { c0: Some(ctx.c0), motion: Some(flow8_hat) })
         };
-        let frame_type = if intra { FrameType::Intra } else { FrameType::Inter };
         let packet = FramePacket {
-            frame_type,
+            frame_type: if intra { FrameType::Intra } else { FrameType::Inter },
             frame_number: self.frame_number,
             qp_index,
+            prompt_offset: 0,
             noise_seed: noise_seed_for(self.frame_number),
             substreams: vec![enc.finish()],
         };
-        let mut data = if intra { self.header.to_unit() } else { Vec::new() };
-        data.extend(packet.to_unit());
-        Ok(Candidate { data, frame_type, latent, code, bit_split })
+        Ok(Candidate { packet, latent, code, guide, bit_split })
     }
 }
 
 /// One way of coding the current frame, not yet committed to the session.
 struct Candidate {
-    /// The access unit: sequence header (I-frames) + frame unit.
-    data: Vec<u8>,
-    frame_type: FrameType,
+    packet: FramePacket,
     latent: Tensor,
     code: Tensor,
+    guide: DiffusionGuide,
     bit_split: BitSplit,
+}
+
+impl Candidate {
+    /// The access unit: the sequence header (before I-frames) and the frame unit.
+    fn access_unit(&self, header: &SequenceHeader) -> Vec<u8> {
+        let mut data = if self.packet.frame_type == FrameType::Intra { header.to_unit() } else { Vec::new() };
+        data.extend(self.packet.to_unit());
+        data
+    }
+
+    fn size(&self, header: &SequenceHeader) -> usize {
+        self.access_unit(header).len()
+    }
+}
+
+/// What the diffusion decoder takes from a decoded P-frame besides ŷ; none for I-frames.
+#[derive(Default)]
+struct DiffusionGuide {
+    /// The temporal context C̄⁰ (I-frames: zeros).
+    c0: Option<Tensor>,
+    /// The decoded motion on the latent grid, which TDIR aligns the previous frame by.
+    motion: Option<Tensor>,
+}
+
+/// How a frame is sampled: the stream's DS and D unless the decoder overrides them.
+struct SamplingSettings {
+    steps: usize,
+    independent: usize,
+    start_step: usize,
+    agreement: f64,
+}
+
+impl SamplingSettings {
+    /// The model's settings for a frame at rate point `qp`.
+    fn for_qp(model: &GvcModel, (steps, independent): (usize, usize), qp: i64) -> Self {
+        let d = &model.config.denoiser;
+        Self { steps, independent, start_step: d.start_step_for(qp), agreement: d.tdir_agreement_for(qp) }
+    }
+}
+
+/// The decoder's picture of a decoded frame: the diffusion decoder with TDIR (whose buffer is
+/// the state carried between frames), or D(ŷ) without diffusion. The decoder and the
+/// encoder's prompt search both render through this.
+struct Renderer {
+    schedule: NoiseSchedule,
+    buffer: DiffusionBuffer,
+}
+
+impl Renderer {
+    fn new(model: &GvcModel) -> Self {
+        Self { schedule: NoiseSchedule::new(&model.config.denoiser), buffer: DiffusionBuffer::default() }
+    }
+
+    /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
+    /// point `prompt_qp`'s prompt.
+    fn render(
+        &mut self,
+        m: &GvcModel,
+        packet: &FramePacket,
+        latent: &Tensor,
+        guide: &DiffusionGuide,
+        prompt_qp: i64,
+        settings: &SamplingSettings,
+    ) -> (Tensor, SamplingStats) {
+        let intra = packet.frame_type == FrameType::Intra;
+        if intra {
+            self.buffer.reset();
+        }
+        // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
+        // round trip through the diffusion scaling).
+        let (output_latent, stats) = if settings.steps == 0 {
+            (latent.shallow_clone(), SamplingStats::default())
+        } else {
+            // C̄⁰ is on the latent grid (1/8 of the frame).
+            let c0 = match &guide.c0 {
+                Some(c0) => c0.shallow_clone(),
+                None => {
+                    let (_, _, h, w) = latent.size4().unwrap();
+                    Tensor::zeros([1, m.config.codec.context, h, w], (Kind::Float, m.device))
+                }
+            };
+            let plan = SamplingPlan {
+                steps: settings.steps,
+                independent: settings.independent,
+                seed: packet.noise_seed as u64,
+                use_buffer: !intra,
+                agreement: settings.agreement,
+            };
+            let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
+            let (z0, stats) = diffusion::sample(
+                &m.denoiser,
+                &self.schedule,
+                settings.start_step,
+                &m.to_diffusion_space(latent),
+                &c0,
+                ratio,
+                &plan,
+                guide.motion.as_ref(),
+                &mut self.buffer,
+            );
+            (m.from_diffusion_space(&z0), stats)
+        };
+        (m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0), stats)
+    }
+}
+
+/// The encoder's QPP prompt choice ([`EncoderParams::prompt_search`]).
+///
+/// TDIR carries each P-frame's sampling into the next ones, so a prompt that is best for one
+/// frame alone can be worse for the GOP (carphone QP 3 on gvc-wide: a per-frame choice gave
+/// LPIPS 0.1762, one prompt held over the GOP 0.1736), and what a GOP's first P-frames
+/// choose carries through the GOP. The search therefore follows one "track" per prompt
+/// offset, each sampling every frame of the GOP under its offset with its own TDIR buffer,
+/// and signals the offset of the track closest to the source (the sum of its frames' LPIPS)
+/// over the previous GOP and this one so far: from the second GOP on, a whole GOP's evidence
+/// decides before the current GOP's first frames do. While the signalled offsets of a GOP
+/// have all been one track's, the decoder's state is that track's; once the lead has changed
+/// hands, the decoder's own state is sampled as well.
+struct PromptSearch {
+    lpips: Lpips,
+    tracks: Vec<PromptTrack>,
+    /// The decoder's state when no track holds it.
+    decoder: Renderer,
+}
+
+struct PromptTrack {
+    offset: i8,
+    renderer: Renderer,
+    /// LPIPS summed over the GOP's frames so far.
+    distance: f64,
+    /// LPIPS summed over the previous GOP's frames.
+    previous_gop: f64,
+    /// Whether every frame of the GOP so far was signalled with this offset (so the decoder's
+    /// TDIR buffer is this track's).
+    in_step: bool,
+}
+
+impl PromptSearch {
+    fn new(model: &GvcModel, range: u8) -> Result<Self> {
+        let lpips = Lpips::pretrained(Backbone::AlexNet, model.device)
+            .context("the prompt search measures pictures with LPIPS (AlexNet)")?;
+        let range =
+            (range as i64).min(-(*bitstream::PROMPT_OFFSETS.start() as i64) - 1).min(model.config.codec.num_qps - 1);
+        // Nearest first: on equal distances the smaller change wins.
+        let tracks = (0..=range as i8)
+            .flat_map(|k| if k == 0 { vec![0] } else { vec![-k, k] })
+            .map(|offset| PromptTrack {
+                offset,
+                renderer: Renderer::new(model),
+                distance: 0.0,
+                previous_gop: 0.0,
+                in_step: true,
+            })
+            .collect();
+        Ok(Self { lpips, tracks, decoder: Renderer::new(model) })
+    }
+
+    /// The prompt offset to signal for `chosen` and the picture the decoder will show
+    /// (display size).
+    fn choose(
+        &mut self,
+        m: &GvcModel,
+        header: &SequenceHeader,
+        chosen: &Candidate,
+        source: &Tensor,
+    ) -> Result<(i8, Tensor)> {
+        let packet = &chosen.packet;
+        let qp = packet.qp_index as i64;
+        let steps = (header.diffusion_steps as usize, header.independent_steps as usize);
+        let settings = SamplingSettings::for_qp(m, steps, qp);
+        let source = source.to_device(m.device).to_kind(Kind::Float);
+        if packet.frame_type == FrameType::Intra {
+            for track in &mut self.tracks {
+                (track.previous_gop, track.distance, track.in_step) = (track.distance, 0.0, true);
+            }
+        }
+        let mut pictures = Vec::with_capacity(self.tracks.len());
+        for track in &mut self.tracks {
+            let prompt_qp = qp + track.offset as i64;
+            if !(0..m.config.codec.num_qps).contains(&prompt_qp) {
+                // Not a prompt at this rate point: the track drops out of this GOP.
+                track.distance = f64::INFINITY;
+                pictures.push(None);
+                continue;
+            }
+            let (picture, _) = track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
+            let picture = crop_display(&picture, header);
+            track.distance += self.lpips.distance(&picture, &source).double_value(&[0]);
+            pictures.push(Some(picture));
+        }
+        let score = |t: &PromptTrack| t.previous_gop + t.distance;
+        let lead = (0..self.tracks.len())
+            .min_by(|&a, &b| score(&self.tracks[a]).total_cmp(&score(&self.tracks[b])))
+            .context("no prompt to try")?;
+        let offset = self.tracks[lead].offset;
+        let picture = if self.tracks[lead].in_step {
+            self.decoder.buffer = self.tracks[lead].renderer.buffer.snapshot();
+            pictures[lead].take().context("the leading track has no picture")?
+        } else {
+            let (picture, _) =
+                self.decoder.render(m, packet, &chosen.latent, &chosen.guide, qp + offset as i64, &settings);
+            crop_display(&picture, header)
+        };
+        for track in &mut self.tracks {
+            track.in_step &= track.offset == offset;
+        }
+        Ok((offset, picture))
+    }
 }
 
 fn noise_seed_for(frame_number: u32) -> u32 {
@@ -552,14 +797,13 @@ pub struct DecodedFrame {
 pub struct DecoderSession {
     model: Arc<GvcModel>,
     gc: Arc<GaussianConditional>,
-    schedule: NoiseSchedule,
     header: Option<SequenceHeader>,
     reference: Option<Reference>,
-    buffer: DiffusionBuffer,
+    renderer: Renderer,
     /// Element overrides of DS and D (bounded by the stream's values).
     pub diffusion_steps: Option<u8>,
     pub independent_steps: Option<u8>,
-    /// Benchmarks only: condition the denoiser on this QP's prompt instead of the frame's.
+    /// Benchmarks only: condition the denoiser on this QP's prompt instead of the signalled one.
     pub prompt_qp: Option<u8>,
     /// Benchmarks only: start the sampling from this diffusion step instead of the model's.
     pub start_step: Option<usize>,
@@ -569,14 +813,12 @@ pub struct DecoderSession {
 
 impl DecoderSession {
     pub fn new(model: Arc<GvcModel>) -> Self {
-        let schedule = NoiseSchedule::new(&model.config.denoiser);
         Self {
+            renderer: Renderer::new(&model),
             model,
             gc: shared_gaussian(),
-            schedule,
             header: None,
             reference: None,
-            buffer: DiffusionBuffer::default(),
             diffusion_steps: None,
             independent_steps: None,
             prompt_qp: None,
@@ -592,7 +834,7 @@ impl DecoderSession {
     /// Forgets the reference and the TDIR buffer (flush / seek): decoding resumes at an I-frame.
     pub fn reset(&mut self) {
         self.reference = None;
-        self.buffer.reset();
+        self.renderer.buffer.reset();
     }
 
     /// The (DS, D) this session samples with.
@@ -624,10 +866,16 @@ impl DecoderSession {
             "qp index {} out of range",
             packet.qp_index
         );
+        ensure!(
+            (0..self.model.config.codec.num_qps).contains(&(packet.qp_index as i64 + packet.prompt_offset as i64)),
+            "frame {} asks for the prompt of rate point {} + {}, outside the model's {}",
+            packet.frame_number,
+            packet.qp_index,
+            packet.prompt_offset,
+            self.model.config.codec.num_qps
+        );
         ensure!(packet.substreams.len() == 1, "frame has {} sub-streams, expected 1", packet.substreams.len());
-        if packet.frame_type == FrameType::Intra {
-            self.buffer.reset();
-        } else if self.reference.is_none() {
+        if packet.frame_type == FrameType::Inter && self.reference.is_none() {
             return Err(MissingReference.into());
         }
         tch::no_grad(|| self.decode_inner(&header, &packet))
@@ -642,15 +890,15 @@ impl DecoderSession {
         let mut dec = RansDecoder::new(&packet.substreams[0])?;
         let mut coder = Coder::Decode(&mut dec);
         let intra = packet.frame_type == FrameType::Intra;
-        let (latent, code, context, motion) = if intra {
+        let (latent, code, guide) = if intra {
             let (latent, code) = fc.intra(&mut coder, qp, code_hw, None)?;
-            (latent, code, None, None)
+            (latent, code, DiffusionGuide::default())
         } else {
             let reference = self.reference.as_ref().unwrap();
             let flow8_hat = fc.motion(&mut coder, qp, code_hw, None)?;
             let ctx = m.contextual.temporal_context(&reference.latent, &flow8_hat);
             let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, None)?;
-            (latent, code, Some(ctx), Some(flow8_hat))
+            (latent, code, DiffusionGuide { c0: Some(ctx.c0), motion: Some(flow8_hat) })
         };
         // The unit's CRC held, so the bytes are the encoder's: it computed other entropy
         // parameters than this decoder. The decoding path is CPU-independent (`PortableConv`),
@@ -661,39 +909,14 @@ impl DecoderSession {
              from this decoder's (a stream made with another libtorch build or device?)",
             packet.frame_number
         );
-        let (ds, d) = self.effective_steps();
-        let c0 = match &context {
-            Some(ctx) => ctx.c0.shallow_clone(),
-            None => Tensor::zeros([1, m.config.codec.context, ch / 8, cw / 8], (Kind::Float, m.device)),
+        let mut settings = SamplingSettings::for_qp(m, self.effective_steps(), qp);
+        settings.start_step = self.start_step.unwrap_or(settings.start_step);
+        settings.agreement = self.tdir_agreement.unwrap_or(settings.agreement);
+        let prompt_qp = match self.prompt_qp {
+            Some(q) => (q as i64).min(m.config.codec.num_qps - 1),
+            None => qp + packet.prompt_offset as i64,
         };
-        let plan = SamplingPlan {
-            steps: ds,
-            independent: d,
-            seed: packet.noise_seed as u64,
-            use_buffer: !intra,
-            agreement: self.tdir_agreement.unwrap_or(m.config.denoiser.tdir_agreement_for(qp)),
-        };
-        let prompt_qp = self.prompt_qp.map_or(qp, |q| (q as i64).min(m.config.codec.num_qps - 1));
-        let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
-        // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
-        // round trip through the diffusion scaling).
-        let (output_latent, stats) = if ds == 0 {
-            (latent.shallow_clone(), SamplingStats::default())
-        } else {
-            let (z0, stats) = diffusion::sample(
-                &m.denoiser,
-                &self.schedule,
-                self.start_step.unwrap_or(m.config.denoiser.start_step_for(qp)),
-                &m.to_diffusion_space(&latent),
-                &c0,
-                ratio,
-                &plan,
-                motion.as_ref(),
-                &mut self.buffer,
-            );
-            (m.from_diffusion_space(&z0), stats)
-        };
-        let picture = m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0);
+        let (picture, stats) = self.renderer.render(m, packet, &latent, &guide, prompt_qp, &settings);
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),

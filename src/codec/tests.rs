@@ -31,6 +31,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         intra_qp_offset: Some(0),
         rate_target: None,
         rounding_offset: 0.5,
+        prompt_search: 0,
     }
 }
 
@@ -608,4 +609,81 @@ fn hyper_latents_of_a_padded_code_grid_stay_cheap() {
         }
     }
     assert!(code > 0.0 && z < 0.25 * code, "contextual z {z:.0} bits vs code {code:.0} bits");
+}
+
+/// `au` with its frame's prompt offset replaced.
+fn with_prompt_offset(au: &[u8], offset: i8) -> Vec<u8> {
+    let parsed = bitstream::parse_access_unit(au).unwrap();
+    let mut data = parsed.sequence_header.map(|h| h.to_unit()).unwrap_or_default();
+    data.extend(bitstream::FramePacket { prompt_offset: offset, ..parsed.frame }.to_unit());
+    data
+}
+
+#[test]
+fn decoder_conditions_on_the_signalled_prompt() {
+    let model = shipped_model();
+    let frames = real_frames(3);
+    let p = EncoderParams { qp: 2, intra_period: 32, ..params(176, 144, 4, 2) };
+    let stream: Vec<Vec<u8>> = encode_frames(&model, &frames, &p).into_iter().map(|e| e.data).collect();
+    let own = decode_with(&model, &stream, 4, 2);
+    // Every frame signalling QP 3's prompt decodes as a decoder told to use QP 3's.
+    let signalled: Vec<Vec<u8>> = stream.iter().map(|au| with_prompt_offset(au, 1)).collect();
+    let shifted = decode_with(&model, &signalled, 4, 2);
+    let mut told = DecoderSession::new(model.clone());
+    told.prompt_qp = Some(3);
+    for (i, au) in stream.iter().enumerate() {
+        assert!(told.decode(au).unwrap().picture.equal(&shifted[i]), "frame {i}: the signalled prompt was not used");
+        assert!(!shifted[i].equal(&own[i]), "frame {i}: the prompt changed nothing");
+    }
+    // The codec's reconstruction does not depend on the prompt.
+    assert!(decode_with(&model, &signalled, 0, 0)
+        .iter()
+        .zip(decode_with(&model, &stream, 0, 0))
+        .all(|(a, b)| a.equal(&b)));
+    // A prompt outside the model's rate points is refused with a clear error.
+    let err = DecoderSession::new(model.clone()).decode(&with_prompt_offset(&stream[0], 3)).unwrap_err().to_string();
+    assert!(err.contains("prompt of rate point 2 + 3"), "{err}");
+}
+
+#[test]
+fn prompt_search_signals_the_picture_it_chose() {
+    let frames = real_frames(4);
+    let lpips = crate::metrics::LpipsMetric::new(Device::Cpu).unwrap();
+    let wide = GvcModel::resolve("gvc-wide").unwrap();
+    let wide = Arc::new(GvcModel::load(&wide, Device::Cpu).unwrap().with_precision(Precision::F32));
+    let mut lead_changed = false;
+    for (model, qp) in [(shipped_model(), 0), (wide, 3)] {
+        // The model's I-frame QP (one better at QP 3), as the benchmark codes.
+        let p =
+            EncoderParams { qp, intra_period: 32, intra_qp_offset: None, prompt_search: 1, ..params(176, 144, 4, 2) };
+        let encoded = encode_frames(&model, &frames, &p);
+        let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
+        let decoded = decode_with(&model, &stream, 4, 2);
+        for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
+            assert!(e.display.as_ref().unwrap().equal(d), "qp {qp} frame {i}: the decoder shows another picture");
+            let packet = bitstream::parse_access_unit(&e.data).unwrap().frame;
+            assert_eq!(packet.prompt_offset, e.prompt_offset);
+            // Within ±1 and the model's rate points (QP 0 has no lower prompt).
+            let prompt = packet.qp_index as i64 + e.prompt_offset as i64;
+            assert!(e.prompt_offset.abs() <= 1 && (0..5).contains(&prompt), "qp {qp} frame {i}: prompt {prompt}");
+        }
+        lead_changed |= encoded.windows(2).any(|w| w[0].prompt_offset != w[1].prompt_offset);
+        // The I-frame's pick is at least as close to the source as its own prompt.
+        let mut own = DecoderSession::new(model.clone());
+        own.prompt_qp = Some(qp_of(&encoded[0]));
+        let own_picture = own.decode(&stream[0]).unwrap().picture;
+        let source = frames.narrow(0, 0, 1);
+        let (chosen, unsearched) = (lpips.mean(&source, &decoded[0]), lpips.mean(&source, &own_picture));
+        assert!(
+            chosen < unsearched || (encoded[0].prompt_offset == 0 && chosen == unsearched),
+            "qp {qp}: chose offset {} at LPIPS {chosen}, own prompt {unsearched}",
+            encoded[0].prompt_offset
+        );
+    }
+    // gvc-wide at QP 3 signals +1, then 0 (session 33): the decoder's TDIR state then is no
+    // single track's, the case the equality above must also hold in.
+    assert!(lead_changed, "no stream changed its prompt within the GOP; the test no longer covers that case");
+    // Without diffusion there is nothing to choose.
+    let p = EncoderParams { prompt_search: 1, ..params(176, 144, 0, 0) };
+    assert!(encode_frames(&shipped_model(), &frames, &p).iter().all(|e| e.prompt_offset == 0 && e.display.is_none()));
 }

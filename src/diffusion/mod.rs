@@ -117,6 +117,14 @@ impl DiffusionBuffer {
     pub fn reset(&mut self) {
         self.frame = None;
     }
+
+    /// A copy sharing the (never modified) tensors: an encoder tries several samplings of a
+    /// frame from the same buffer and keeps the one it signals.
+    pub fn snapshot(&self) -> Self {
+        Self {
+            frame: self.frame.as_ref().map(|(y, p)| (y.shallow_clone(), p.iter().map(Tensor::shallow_clone).collect())),
+        }
+    }
 }
 
 /// How the previous frame's predictions are carried to the current frame.

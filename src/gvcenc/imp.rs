@@ -26,6 +26,7 @@ const DEFAULT_INTRA_QP_OFFSET: i32 = -1;
 const DEFAULT_BITRATE: u32 = 0;
 const DEFAULT_RATE_BUFFER: u32 = 1000;
 const DEFAULT_ROUNDING_OFFSET: f64 = 0.5;
+const DEFAULT_PROMPT_SEARCH: u32 = 0;
 
 /// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
 fn intra_qp_offset(property: i32) -> Option<u8> {
@@ -46,6 +47,7 @@ struct Settings {
     /// ms of the target rate.
     rate_buffer: u32,
     rounding_offset: f64,
+    prompt_search: u32,
     model: String,
     device: String,
     precision: String,
@@ -63,6 +65,7 @@ impl Default for Settings {
             bitrate: DEFAULT_BITRATE,
             rate_buffer: DEFAULT_RATE_BUFFER,
             rounding_offset: DEFAULT_ROUNDING_OFFSET,
+            prompt_search: DEFAULT_PROMPT_SEARCH,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
             precision: DEFAULT_PRECISION.into(),
@@ -158,6 +161,13 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_ROUNDING_OFFSET)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("prompt-search")
+                    .nick("Prompt search")
+                    .blurb("QP-based prompts tried per frame: the encoder runs the diffusion decoder under the prompts of the rate points up to this many above and below the frame's own and signals the one closest to the source by LPIPS (one diffusion decode per tried prompt; needs diffusion-steps > 0). 0: every frame takes its own rate point's prompt")
+                    .maximum(7)
+                    .default_value(DEFAULT_PROMPT_SEARCH)
+                    .mutable_ready()
+                    .build(),
                 model_pspec(),
                 device_pspec(),
                 precision_pspec(),
@@ -190,6 +200,7 @@ impl ObjectImpl for GvcEnc {
             "bitrate" => s.bitrate = value.get().unwrap(),
             "rate-buffer" => s.rate_buffer = value.get().unwrap(),
             "rounding-offset" => s.rounding_offset = value.get().unwrap(),
+            "prompt-search" => s.prompt_search = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             "precision" => {
@@ -211,6 +222,7 @@ impl ObjectImpl for GvcEnc {
             "bitrate" => s.bitrate.to_value(),
             "rate-buffer" => s.rate_buffer.to_value(),
             "rounding-offset" => s.rounding_offset.to_value(),
+            "prompt-search" => s.prompt_search.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             "precision" => s.precision.to_value(),
@@ -287,6 +299,7 @@ impl VideoEncoderImpl for GvcEnc {
                 buffer_seconds: f64::from(s.rate_buffer) / 1000.0,
             }),
             rounding_offset: s.rounding_offset,
+            prompt_search: s.prompt_search as u8,
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
