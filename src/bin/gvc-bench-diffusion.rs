@@ -106,7 +106,6 @@ fn main() -> Result<()> {
         let stream: Vec<Vec<u8>> =
             (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false).map(|e| e.data)).collect::<Result<_>>()?;
         let encode_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
-        let bpp = stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
         let num_qps = model.config.codec.num_qps as u8;
         let wrong_prompts: Vec<u8> = if every_prompt {
             (0..num_qps).filter(|&q| q != qp).collect()
@@ -138,9 +137,10 @@ fn main() -> Result<()> {
             v.1.tdir_agreement = Some(tau);
             variants.push(v);
         }
-        for (name, mut dec) in variants {
-            let (out, timing) = decode_stream(&mut dec, &stream)?;
-            let decoded = Tensor::cat(&out, 0);
+        let row = |name: &str, stream: &[Vec<u8>], out: &[Tensor], timing: &Timing| {
+            let bpp =
+                stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
+            let decoded = Tensor::cat(out, 0);
             println!(
                 "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
                 psnr(&reference, &decoded),
@@ -151,6 +151,10 @@ fn main() -> Result<()> {
                 timing.sampling_ms_per_p_frame,
                 timing.network_steps_per_p_frame
             );
+        };
+        for (name, mut dec) in variants {
+            let (out, timing) = decode_stream(&mut dec, &stream)?;
+            row(&name, &stream, &out, &timing);
         }
         if prompt_search > 0 {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
@@ -160,19 +164,7 @@ fn main() -> Result<()> {
             let search_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
             let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
             let (out, timing) = decode_stream(&mut decoder(&model, ds, half), &stream)?;
-            let decoded = Tensor::cat(&out, 0);
-            let bpp_searched =
-                stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
-            println!(
-                "| {qp} | TDIR on, encoder-chosen prompt (±{prompt_search}) | {bpp_searched:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
-                psnr(&reference, &decoded),
-                lpips.mean(&reference, &decoded),
-                dists.mean(&reference, &decoded),
-                lpips.tlp(&reference, &decoded),
-                timing.ms_per_p_frame,
-                timing.sampling_ms_per_p_frame,
-                timing.network_steps_per_p_frame
-            );
+            row(&format!("TDIR on, encoder-chosen prompt (±{prompt_search})"), &stream, &out, &timing);
             let offsets: Vec<String> = encoded.iter().map(|e| format!("{:+}", e.prompt_offset)).collect();
             let displayed = encoded.iter().zip(&out).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
             searches.push(format!(
