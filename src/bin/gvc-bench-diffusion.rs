@@ -120,8 +120,8 @@ fn main() -> Result<()> {
             variant("diffusion, TDIR on (D = DS/2)".into(), ds, half),
         ];
         for &tdir in &prompt_tdir {
+            let (label, independent) = if tdir { ("on", half) } else { ("off", ds) };
             for &wrong in &wrong_prompts {
-                let (label, independent) = if tdir { ("on", half) } else { ("off", ds) };
                 let mut v = variant(format!("TDIR {label}, QP {wrong}'s prompt (wrong)"), ds, independent);
                 v.1.prompt_qp = Some(wrong);
                 variants.push(v);

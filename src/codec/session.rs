@@ -476,9 +476,6 @@ impl EncoderSession {
             _ => {}
         }
         let frame_type = chosen.packet.frame_type;
-        if first_p && frame_type == FrameType::Inter {
-            self.first_p_bytes = Some(chosen.size(&self.header));
-        }
         let display = match self.prompt_search.as_mut() {
             Some(search) => {
                 let (offset, display) = search.choose(m, &self.header, &chosen, frame)?;
@@ -488,6 +485,9 @@ impl EncoderSession {
             None => None,
         };
         let data = chosen.access_unit(&self.header);
+        if first_p && frame_type == FrameType::Inter {
+            self.first_p_bytes = Some(data.len());
+        }
         let Candidate { packet, latent, code, bit_split, .. } = chosen;
         let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
         let reconstruction = crop_display(&picture, &self.header);
