@@ -1,6 +1,6 @@
 #![doc = include_str!("../../docs/usage/gvc-bench-diffusion.md")]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::bitstream::FrameType;
@@ -36,6 +36,7 @@ fn main() -> Result<()> {
         other => anyhow::bail!("--prompt-tdir {other}: expected on, off or both"),
     };
     let prompt_search: u8 = o.value("prompt-search", 0)?;
+    let per_frame_path: Option<String> = o.optional("per-frame")?;
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
     let model = Arc::new(
@@ -80,6 +81,9 @@ fn main() -> Result<()> {
     let qps = qps.unwrap_or_else(|| (0..model.config.codec.num_qps as u8).collect());
     let mut speedups = Vec::new();
     let mut searches = Vec::new();
+    let gop = 32i64;
+    let mut per_gop = Vec::new();
+    let mut per_frame_csv = String::from("qp,decoder,frame,type,bytes,psnr,lpips,dists\n");
     for &qp in &qps {
         anyhow::ensure!(
             (qp as i64) < model.config.codec.num_qps,
@@ -91,7 +95,7 @@ fn main() -> Result<()> {
             height: clip.height() as u32,
             fps_n: clip.fps_n as u32,
             fps_d: clip.fps_d as u32,
-            intra_period: 32,
+            intra_period: gop as u32,
             qp,
             diffusion_steps: ds,
             independent_steps: ds,
@@ -137,24 +141,41 @@ fn main() -> Result<()> {
             v.1.tdir_agreement = Some(tau);
             variants.push(v);
         }
-        let row = |name: &str, stream: &[Vec<u8>], out: &[Tensor], timing: &Timing| {
+        let mut row = |name: &str, stream: &[Vec<u8>], decode: &Decode| {
+            let timing = &decode.timing;
             let bpp =
                 stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (n * clip.width() * clip.height()) as f64;
-            let decoded = Tensor::cat(out, 0);
+            let decoded = Tensor::cat(&decode.pictures, 0);
+            let lp = lpips.per_frame(&reference, &decoded);
+            let di = dists.per_frame(&reference, &decoded);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             println!(
                 "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
                 psnr(&reference, &decoded),
-                lpips.mean(&reference, &decoded),
-                dists.mean(&reference, &decoded),
+                mean(&lp),
+                mean(&di),
                 lpips.tlp(&reference, &decoded),
                 timing.ms_per_p_frame,
                 timing.sampling_ms_per_p_frame,
                 timing.network_steps_per_p_frame
             );
+            let gops: Vec<String> = lp.chunks(gop as usize).map(|c| format!("{:.4}", mean(c))).collect();
+            per_gop.push(format!("| {qp} | {name} | {} |", gops.join(" | ")));
+            if per_frame_path.is_some() {
+                for (t, au) in stream.iter().enumerate() {
+                    let kind = if decode.frame_types[t] == FrameType::Inter { "P" } else { "I" };
+                    let frame_psnr = psnr(&reference.narrow(0, t as i64, 1), &decoded.narrow(0, t as i64, 1));
+                    per_frame_csv.push_str(&format!(
+                        "{qp},\"{name}\",{t},{kind},{},{frame_psnr:.3},{:.5},{:.5}\n",
+                        au.len(),
+                        lp[t],
+                        di[t]
+                    ));
+                }
+            }
         };
         for (name, mut dec) in variants {
-            let (out, timing) = decode_stream(&mut dec, &stream)?;
-            row(&name, &stream, &out, &timing);
+            row(&name, &stream, &decode_stream(&mut dec, &stream)?);
         }
         if prompt_search > 0 {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
@@ -163,10 +184,12 @@ fn main() -> Result<()> {
             let encoded = (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false)).collect::<Result<Vec<_>>>()?;
             let search_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
             let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
-            let (out, timing) = decode_stream(&mut decoder(&model, ds, half), &stream)?;
-            row(&format!("TDIR on, encoder-chosen prompt (±{prompt_search})"), &stream, &out, &timing);
-            let offsets: Vec<String> = encoded.iter().map(|e| format!("{:+}", e.prompt_offset)).collect();
-            let displayed = encoded.iter().zip(&out).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
+            let decoded = decode_stream(&mut decoder(&model, ds, half), &stream)?;
+            row(&format!("TDIR on, encoder-chosen prompt (±{prompt_search})"), &stream, &decoded);
+            let offsets: Vec<String> =
+                encoded.iter().map(|e| format!("{:+}", e.prompt_offset)).collect();
+            let displayed =
+                encoded.iter().zip(&decoded.pictures).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
             searches.push(format!(
                 "| {qp} | {} | {} | {encode_ms:.1} | {search_ms:.1} |",
                 offsets.join(" "),
@@ -176,6 +199,20 @@ fn main() -> Result<()> {
         if timing_rounds > 0 {
             speedups.push((qp, paired_timing(&model, &stream, ds, half, timing_rounds)?));
         }
+    }
+    if n > gop {
+        println!();
+        println!("LPIPS per GOP of {gop} frames (the means the table above averages):");
+        let header: Vec<String> =
+            (0..(n + gop - 1) / gop).map(|g| format!("frames {}–{}", g * gop, ((g + 1) * gop).min(n) - 1)).collect();
+        println!("| qp | decoder | {} |", header.join(" | "));
+        println!("|---|---|{}", "---|".repeat(header.len()));
+        for row in &per_gop {
+            println!("{row}");
+        }
+    }
+    if let Some(path) = &per_frame_path {
+        std::fs::write(path, &per_frame_csv).with_context(|| format!("writing --per-frame {path}"))?;
     }
     if !searches.is_empty() {
         println!();
@@ -224,10 +261,18 @@ struct Timing {
     network_steps_per_p_frame: f64,
 }
 
-/// Decodes every access unit; the pictures and the P-frames' timing.
-fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<(Vec<Tensor>, Timing)> {
+/// One decode of a stream.
+struct Decode {
+    pictures: Vec<Tensor>,
+    frame_types: Vec<FrameType>,
+    timing: Timing,
+}
+
+/// Decodes every access unit; the pictures, their types and the P-frames' timing.
+fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<Decode> {
     let (mut time, mut sampling, mut count, mut steps) = (0.0, 0.0, 0usize, 0usize);
-    let mut out = Vec::with_capacity(stream.len());
+    let mut pictures = Vec::with_capacity(stream.len());
+    let mut frame_types = Vec::with_capacity(stream.len());
     for au in stream {
         let t0 = Instant::now();
         let f = dec.decode(au)?;
@@ -237,7 +282,8 @@ fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<(Vec<Te
             count += 1;
             steps += f.stats.network_steps;
         }
-        out.push(f.picture);
+        pictures.push(f.picture);
+        frame_types.push(f.frame_type);
     }
     let per_frame = |x: f64| x / count.max(1) as f64;
     let timing = Timing {
@@ -245,7 +291,7 @@ fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<(Vec<Te
         sampling_ms_per_p_frame: 1000.0 * per_frame(sampling),
         network_steps_per_p_frame: per_frame(steps as f64),
     };
-    Ok((out, timing))
+    Ok(Decode { pictures, frame_types, timing })
 }
 
 /// Median and range of per-round ratios.
@@ -299,7 +345,7 @@ fn paired_timing(model: &Arc<GvcModel>, stream: &[Vec<u8>], ds: u8, half: u8, ro
         for k in 0..configs.len() {
             let c = (round + k) % configs.len();
             let mut dec = decoder(model, configs[c].0, configs[c].1);
-            per_config[c].push(decode_stream(&mut dec, stream)?.1);
+            per_config[c].push(decode_stream(&mut dec, stream)?.timing);
         }
     }
     let [none, off, on] = &per_config;
