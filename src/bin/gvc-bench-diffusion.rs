@@ -187,7 +187,7 @@ fn main() -> Result<()> {
             let decoded = decode_stream(&mut decoder(&model, ds, half), &stream)?;
             row(&format!("TDIR on, encoder-chosen prompt (±{prompt_search})"), &stream, &decoded);
             let offsets: Vec<String> =
-                encoded.iter().map(|e| format!("{:+}", e.prompt_offset)).collect();
+                encoded.iter().map(|e| e.prompt_offset.map_or("off".into(), |o| format!("{o:+}"))).collect();
             let displayed =
                 encoded.iter().zip(&decoded.pictures).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
             searches.push(format!(

@@ -10,9 +10,10 @@ pub const SYNC: [u8; 2] = *b"GV";
 /// First bytes of a sequence-header payload.
 pub const SEQUENCE_MAGIC: [u8; 4] = *b"GVCv";
 /// The version this build writes. Version 2 added the frame's prompt offset in the high half of
-/// the byte that was version 1's QP index (where version 1 always has zeros), so this build
-/// reads both.
-pub const FORMAT_VERSION: u8 = 2;
+/// the byte that was version 1's QP index (where version 1 always has zeros); version 3 gave
+/// that half's value 0x8 (−8) to frames shown without diffusion, which no version-2 encoder
+/// wrote (its offsets stop at ±7). This build reads all three.
+pub const FORMAT_VERSION: u8 = 3;
 /// Rate points a stream may have: the frame header holds the QP index in four bits.
 pub const MAX_RATE_POINTS: u8 = 16;
 /// Bound on a unit's payload: a damaged size field can never cause a large allocation.
@@ -309,24 +310,29 @@ pub struct FramePacket {
     pub frame_number: u32,
     pub qp_index: u8,
     /// The denoiser is conditioned on the prompt of rate point `qp_index + prompt_offset`
-    /// (QPP); the encoder may pick another rate point's prompt than the frame's own.
-    pub prompt_offset: i8,
+    /// (QPP); the encoder may pick another rate point's prompt than the frame's own. None: the
+    /// frame is shown as D(ŷ), without diffusion (and the TDIR buffer is emptied).
+    pub prompt_offset: Option<i8>,
     /// Seed of the decoder's diffusion noise for this frame.
     pub noise_seed: u32,
     /// Entropy-coded sub-streams, in the order the frame type defines.
     pub substreams: Vec<Vec<u8>>,
 }
 
-/// Prompt offsets the frame header can hold (four bits, two's complement).
-pub const PROMPT_OFFSETS: std::ops::RangeInclusive<i8> = -8..=7;
+/// Prompt offsets the frame header can hold (four bits, two's complement; −8 is
+/// [`NO_DIFFUSION`]).
+pub const PROMPT_OFFSETS: std::ops::RangeInclusive<i8> = -7..=7;
+/// The rate byte's high half for a frame shown without diffusion.
+const NO_DIFFUSION: u8 = 0x8;
 
 impl FramePacket {
     pub fn to_payload(&self) -> Vec<u8> {
         assert!(self.substreams.len() <= MAX_SUBSTREAMS);
-        assert!(self.qp_index < MAX_RATE_POINTS && PROMPT_OFFSETS.contains(&self.prompt_offset));
+        assert!(self.qp_index < MAX_RATE_POINTS && self.prompt_offset.is_none_or(|o| PROMPT_OFFSETS.contains(&o)));
         let mut p = Vec::with_capacity(8 + self.substreams.iter().map(Vec::len).sum::<usize>());
         write_varint(&mut p, self.frame_number);
-        p.push(((self.prompt_offset as u8) << 4) | self.qp_index);
+        let prompt = self.prompt_offset.map_or(NO_DIFFUSION, |o| o as u8 & 0x0F);
+        p.push((prompt << 4) | self.qp_index);
         write_varint(&mut p, self.noise_seed);
         p.push(self.substreams.len() as u8);
         for s in &self.substreams {
@@ -342,7 +348,8 @@ impl FramePacket {
         let mut r = Cursor::new(payload);
         let frame_number = read_varint(&mut r).context("frame number")?;
         let rate = r.read_u8().context("truncated frame header")?;
-        let (qp_index, prompt_offset) = (rate & 0x0F, (rate as i8) >> 4);
+        let qp_index = rate & 0x0F;
+        let prompt_offset = (rate >> 4 != NO_DIFFUSION).then_some((rate as i8) >> 4);
         let noise_seed = read_varint(&mut r).context("noise seed")?;
         let count = r.read_u8().context("truncated frame header")? as usize;
         ensure!(count <= MAX_SUBSTREAMS, "{count} sub-streams (at most {MAX_SUBSTREAMS})");
@@ -442,7 +449,7 @@ mod tests {
             frame_type: FrameType::Intra,
             frame_number: 300,
             qp_index: 2,
-            prompt_offset: -3,
+            prompt_offset: Some(-3),
             noise_seed: 77_777,
             substreams: vec![vec![1, 2, 3], vec![], vec![9; 200]],
         };
@@ -451,7 +458,7 @@ mod tests {
         let parsed = parse_access_unit(&au).unwrap();
         assert_eq!(parsed.sequence_header.unwrap(), header());
         assert_eq!(parsed.frame, f);
-        for prompt_offset in PROMPT_OFFSETS {
+        for prompt_offset in PROMPT_OFFSETS.map(Some).chain([None]) {
             for qp_index in [0, 1, MAX_RATE_POINTS - 1] {
                 let g = FramePacket { qp_index, prompt_offset, ..f.clone() };
                 assert_eq!(FramePacket::from_payload(g.frame_type, &g.to_payload()).unwrap(), g);
@@ -467,7 +474,7 @@ mod tests {
         assert_eq!(SequenceHeader::from_payload(&p).unwrap(), header());
         let v1_frame = [0x85, 0x01, 3, 7, 1, 2, 0xAB, 0xCD];
         let f = FramePacket::from_payload(FrameType::Inter, &v1_frame).unwrap();
-        assert_eq!((f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed), (133, 3, 0, 7));
+        assert_eq!((f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed), (133, 3, Some(0), 7));
         assert_eq!(f.substreams, vec![vec![0xAB, 0xCD]]);
     }
 
@@ -477,7 +484,7 @@ mod tests {
             frame_type: FrameType::Inter,
             frame_number: 5,
             qp_index: 0,
-            prompt_offset: 1,
+            prompt_offset: Some(1),
             noise_seed: 5,
             substreams: vec![vec![0xAA; 40], vec![0x55; 3]],
         };

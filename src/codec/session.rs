@@ -272,11 +272,11 @@ pub struct EncoderParams {
     /// offsets), trading a little distortion for fewer bits.
     pub rounding_offset: f64,
     /// QPP prompts tried: the encoder samples each frame as the decoder will under the prompts
-    /// of the rate points up to this many above and below the frame's own, and signals the
-    /// offset whose pictures have been closest to the source by LPIPS (AlexNet) over the GOP so
-    /// far ([`PromptSearch`]). Each tried offset costs the encoder one diffusion decode per
-    /// frame. 0: every frame takes its own rate point's prompt, and the encoder runs no
-    /// diffusion.
+    /// of the rate points up to this many above and below the frame's own, also weighs showing
+    /// it without diffusion (D(ŷ)), and signals the choice whose pictures have been closest to
+    /// the source by LPIPS (AlexNet) over the GOP so far ([`PromptSearch`]). Each tried offset
+    /// costs the encoder one diffusion decode per frame. 0: every frame takes its own rate
+    /// point's prompt, and the encoder runs no diffusion.
     pub prompt_search: u8,
 }
 
@@ -292,8 +292,9 @@ pub struct EncodedFrame {
     pub latent: Tensor,
     /// Where the frame's bits went, per coded tensor.
     pub bit_split: BitSplit,
-    /// The signalled prompt: the rate point `qp_index + prompt_offset`'s.
-    pub prompt_offset: i8,
+    /// The signalled prompt: the rate point `qp_index + prompt_offset`'s; None: shown without
+    /// diffusion.
+    pub prompt_offset: Option<i8>,
     /// With a prompt search, the picture the decoder displays (display size).
     pub display: Option<Tensor>,
 }
@@ -453,6 +454,8 @@ impl EncoderSession {
         let y = m.autoencoder.encoder.encode(&x);
         let mut chosen = self.code_frame(&x, &y, intra)?;
         let first_p = self.since_intra == 1;
+        // Whether a frame due as a P-frame became an I-frame (a scene cut or a drifted chain).
+        let mut restarted = false;
         match self.first_p_bytes {
             // Restarting costs the I-frame now and, next, a first P-frame that lifts the quality
             // back to the P-frames' level (measured: the last first P-frame after an I-frame);
@@ -471,6 +474,7 @@ impl EncoderSession {
                 let intra = self.code_frame(&x, &y, true)?;
                 if restart_pays(chosen.size(&self.header), restart_p, intra.size(&self.header)) {
                     chosen = intra;
+                    restarted = true;
                 }
             }
             _ => {}
@@ -478,7 +482,7 @@ impl EncoderSession {
         let frame_type = chosen.packet.frame_type;
         let display = match self.prompt_search.as_mut() {
             Some(search) => {
-                let (offset, display) = search.choose(m, &self.header, &chosen, frame)?;
+                let (offset, display) = search.choose(m, &self.header, &chosen, frame, restarted)?;
                 chosen.packet.prompt_offset = offset;
                 Some(display)
             }
@@ -544,7 +548,7 @@ impl EncoderSession {
             frame_type: if intra { FrameType::Intra } else { FrameType::Inter },
             frame_number: self.frame_number,
             qp_index,
-            prompt_offset: 0,
+            prompt_offset: Some(0),
             noise_seed: noise_seed_for(self.frame_number),
             substreams: vec![enc.finish()],
         };
@@ -613,25 +617,24 @@ impl Renderer {
     }
 
     /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
-    /// point `prompt_qp`'s prompt.
+    /// point `prompt_qp`'s prompt; None: D(ŷ) without diffusion, after which the next P-frame
+    /// has no predictions to reuse.
     fn render(
         &mut self,
         m: &GvcModel,
         packet: &FramePacket,
         latent: &Tensor,
         guide: &DiffusionGuide,
-        prompt_qp: i64,
+        prompt_qp: Option<i64>,
         settings: &SamplingSettings,
     ) -> (Tensor, SamplingStats) {
         let intra = packet.frame_type == FrameType::Intra;
-        if intra {
+        if intra || prompt_qp.is_none() {
             self.buffer.reset();
         }
         // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
         // round trip through the diffusion scaling).
-        let (output_latent, stats) = if settings.steps == 0 {
-            (latent.shallow_clone(), SamplingStats::default())
-        } else {
+        let (output_latent, stats) = if let Some(prompt_qp) = prompt_qp.filter(|_| settings.steps > 0) {
             // C̄⁰ is on the latent grid (1/8 of the frame).
             let c0 = match &guide.c0 {
                 Some(c0) => c0.shallow_clone(),
@@ -660,6 +663,8 @@ impl Renderer {
                 &mut self.buffer,
             );
             (m.from_diffusion_space(&z0), stats)
+        } else {
+            (latent.shallow_clone(), SamplingStats::default())
         };
         (m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0), stats)
     }
@@ -677,6 +682,12 @@ impl Renderer {
 /// decides before the current GOP's first frames do. While the signalled offsets of a GOP
 /// have all been one track's, the decoder's state is that track's; once the lead has changed
 /// hands, the decoder's own state is sampled as well.
+///
+/// One more track shows every frame without diffusion (D(ŷ), no sampling): on content the
+/// denoiser does not suit (bikes' dark, defocused, grainy second scene, session 34: +4–9 %
+/// LPIPS at QP 1 on every frame, I-frames included) the encoder signals that instead. A GOP
+/// that adaptive intra started early (a scene cut or a drifted chain) drops the previous
+/// GOP's evidence: it was measured on other content.
 struct PromptSearch {
     lpips: Lpips,
     tracks: Vec<PromptTrack>,
@@ -685,7 +696,8 @@ struct PromptSearch {
 }
 
 struct PromptTrack {
-    offset: i8,
+    /// None: no diffusion.
+    offset: Option<i8>,
     renderer: Renderer,
     /// LPIPS summed over the GOP's frames so far.
     distance: f64,
@@ -700,11 +712,12 @@ impl PromptSearch {
     fn new(model: &GvcModel, range: u8) -> Result<Self> {
         let lpips = Lpips::pretrained(Backbone::AlexNet, model.device)
             .context("the prompt search measures pictures with LPIPS (AlexNet)")?;
-        let range =
-            (range as i64).min(-(*bitstream::PROMPT_OFFSETS.start() as i64) - 1).min(model.config.codec.num_qps - 1);
-        // Nearest first: on equal distances the smaller change wins.
+        let range = (range as i64).min(*bitstream::PROMPT_OFFSETS.end() as i64).min(model.config.codec.num_qps - 1);
+        // Nearest first: on equal distances the smaller change wins, and any prompt wins over
+        // none.
         let tracks = (0..=range as i8)
-            .flat_map(|k| if k == 0 { vec![0] } else { vec![-k, k] })
+            .flat_map(|k| if k == 0 { vec![Some(0)] } else { vec![Some(-k), Some(k)] })
+            .chain([None])
             .map(|offset| PromptTrack {
                 offset,
                 renderer: Renderer::new(model),
@@ -716,15 +729,16 @@ impl PromptSearch {
         Ok(Self { lpips, tracks, decoder: Renderer::new(model) })
     }
 
-    /// The prompt offset to signal for `chosen` and the picture the decoder will show
-    /// (display size).
+    /// The prompt offset to signal for `chosen` (None: no diffusion) and the picture the
+    /// decoder will show (display size). `restarted`: adaptive intra made this I-frame early.
     fn choose(
         &mut self,
         m: &GvcModel,
         header: &SequenceHeader,
         chosen: &Candidate,
         source: &Tensor,
-    ) -> Result<(i8, Tensor)> {
+        restarted: bool,
+    ) -> Result<(Option<i8>, Tensor)> {
         let packet = &chosen.packet;
         let qp = packet.qp_index as i64;
         let steps = (header.diffusion_steps as usize, header.independent_steps as usize);
@@ -732,13 +746,14 @@ impl PromptSearch {
         let source = source.to_device(m.device).to_kind(Kind::Float);
         if packet.frame_type == FrameType::Intra {
             for track in &mut self.tracks {
-                (track.previous_gop, track.distance, track.in_step) = (track.distance, 0.0, true);
+                let previous = if restarted { 0.0 } else { track.distance };
+                (track.previous_gop, track.distance, track.in_step) = (previous, 0.0, true);
             }
         }
         let mut pictures = Vec::with_capacity(self.tracks.len());
         for track in &mut self.tracks {
-            let prompt_qp = qp + track.offset as i64;
-            if !(0..m.config.codec.num_qps).contains(&prompt_qp) {
+            let prompt_qp = track.offset.map(|o| qp + o as i64);
+            if prompt_qp.is_some_and(|p| !(0..m.config.codec.num_qps).contains(&p)) {
                 // Not a prompt at this rate point: the track drops out of this GOP.
                 track.distance = f64::INFINITY;
                 pictures.push(None);
@@ -758,8 +773,8 @@ impl PromptSearch {
             self.decoder.buffer = self.tracks[lead].renderer.buffer.snapshot();
             pictures[lead].take().context("the leading track has no picture")?
         } else {
-            let (picture, _) =
-                self.decoder.render(m, packet, &chosen.latent, &chosen.guide, qp + offset as i64, &settings);
+            let prompt_qp = offset.map(|o| qp + o as i64);
+            let (picture, _) = self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
             crop_display(&picture, header)
         };
         for track in &mut self.tracks {
@@ -803,7 +818,8 @@ pub struct DecoderSession {
     /// Element overrides of DS and D (bounded by the stream's values).
     pub diffusion_steps: Option<u8>,
     pub independent_steps: Option<u8>,
-    /// Benchmarks only: condition the denoiser on this QP's prompt instead of the signalled one.
+    /// Benchmarks only: condition the denoiser on this QP's prompt instead of the signalled one
+    /// (frames signalled without diffusion stay without).
     pub prompt_qp: Option<u8>,
     /// Benchmarks only: start the sampling from this diffusion step instead of the model's.
     pub start_step: Option<usize>,
@@ -866,14 +882,15 @@ impl DecoderSession {
             "qp index {} out of range",
             packet.qp_index
         );
-        ensure!(
-            (0..self.model.config.codec.num_qps).contains(&(packet.qp_index as i64 + packet.prompt_offset as i64)),
-            "frame {} asks for the prompt of rate point {} + {}, outside the model's {}",
-            packet.frame_number,
-            packet.qp_index,
-            packet.prompt_offset,
-            self.model.config.codec.num_qps
-        );
+        if let Some(offset) = packet.prompt_offset {
+            ensure!(
+                (0..self.model.config.codec.num_qps).contains(&(packet.qp_index as i64 + offset as i64)),
+                "frame {} asks for the prompt of rate point {} + {offset}, outside the model's {}",
+                packet.frame_number,
+                packet.qp_index,
+                self.model.config.codec.num_qps
+            );
+        }
         ensure!(packet.substreams.len() == 1, "frame has {} sub-streams, expected 1", packet.substreams.len());
         if packet.frame_type == FrameType::Inter && self.reference.is_none() {
             return Err(MissingReference.into());
@@ -912,10 +929,10 @@ impl DecoderSession {
         let mut settings = SamplingSettings::for_qp(m, self.effective_steps(), qp);
         settings.start_step = self.start_step.unwrap_or(settings.start_step);
         settings.agreement = self.tdir_agreement.unwrap_or(settings.agreement);
-        let prompt_qp = match self.prompt_qp {
+        let prompt_qp = packet.prompt_offset.map(|offset| match self.prompt_qp {
             Some(q) => (q as i64).min(m.config.codec.num_qps - 1),
-            None => qp + packet.prompt_offset as i64,
-        };
+            None => qp + offset as i64,
+        });
         let (picture, stats) = self.renderer.render(m, packet, &latent, &guide, prompt_qp, &settings);
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {

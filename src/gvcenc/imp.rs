@@ -163,7 +163,7 @@ impl ObjectImpl for GvcEnc {
                     .build(),
                 glib::ParamSpecUInt::builder("prompt-search")
                     .nick("Prompt search")
-                    .blurb("QP-based prompts tried per frame: the encoder runs the diffusion decoder under the prompts of the rate points up to this many above and below the frame's own and signals the one closest to the source by LPIPS (one diffusion decode per tried prompt; needs diffusion-steps > 0). 0: every frame takes its own rate point's prompt")
+                    .blurb("QP-based prompts tried per frame: the encoder runs the diffusion decoder under the prompts of the rate points up to this many above and below the frame's own, and without diffusion, and signals the choice closest to the source by LPIPS (one diffusion decode per tried prompt; needs diffusion-steps > 0). 0: every frame takes its own rate point's prompt")
                     .maximum(7)
                     .default_value(DEFAULT_PROMPT_SEARCH)
                     .mutable_ready()
