@@ -202,7 +202,7 @@ fn main() -> Result<()> {
     }
     if n > gop {
         println!();
-        println!("LPIPS per GOP of {gop} frames (the means the table above averages):");
+        println!("LPIPS per {gop} frames, the intra period (adaptive intra may start a GOP earlier; the per-frame CSV has the frame types):");
         let header: Vec<String> =
             (0..(n + gop - 1) / gop).map(|g| format!("frames {}–{}", g * gop, ((g + 1) * gop).min(n) - 1)).collect();
         println!("| qp | decoder | {} |", header.join(" | "));
