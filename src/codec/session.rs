@@ -684,8 +684,9 @@ impl Renderer {
 /// hands, the decoder's own state is sampled as well.
 ///
 /// One more track shows every frame without diffusion (D(ŷ), no sampling): on content the
-/// denoiser does not suit (bikes' dark, defocused, grainy second scene, session 34: +4–9 %
-/// LPIPS at QP 1 on every frame, I-frames included) the encoder signals that instead. A GOP
+/// denoiser does not suit (bikes' dark, defocused, grainy second scene, session 34: at QP 1
+/// +3–9 % LPIPS on every P-frame there, +1.5 and +4.7 % at its I-frames) the encoder signals
+/// that instead. A GOP
 /// that adaptive intra started early (a scene cut or a drifted chain) drops the previous
 /// GOP's evidence: it was measured on other content.
 struct PromptSearch {
