@@ -686,9 +686,8 @@ impl Renderer {
 /// One more track shows every frame without diffusion (D(ŷ), no sampling): on content the
 /// denoiser does not suit (bikes' dark, defocused, grainy second scene, session 34: at QP 1
 /// +3–9 % LPIPS on every P-frame there, +1.5 and +4.7 % at its I-frames) the encoder signals
-/// that instead. A GOP
-/// that adaptive intra started early (a scene cut or a drifted chain) drops the previous
-/// GOP's evidence: it was measured on other content.
+/// that instead. A GOP that adaptive intra started early (a scene cut or a drifted chain)
+/// drops the previous GOP's evidence: it was measured on other content.
 struct PromptSearch {
     lpips: Lpips,
     tracks: Vec<PromptTrack>,
