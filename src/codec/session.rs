@@ -480,9 +480,11 @@ impl EncoderSession {
             _ => {}
         }
         let frame_type = chosen.packet.frame_type;
+        let picture = m.autoencoder.decoder.decode(&chosen.latent).clamp(0.0, 1.0);
+        let reconstruction = crop_display(&picture, &self.header);
         let display = match self.prompt_search.as_mut() {
             Some(search) => {
-                let (offset, display) = search.choose(m, &self.header, &chosen, frame, restarted)?;
+                let (offset, display) = search.choose(m, &self.header, &chosen, &reconstruction, frame, restarted)?;
                 chosen.packet.prompt_offset = offset;
                 Some(display)
             }
@@ -493,8 +495,6 @@ impl EncoderSession {
             self.first_p_bytes = Some(data.len());
         }
         let Candidate { packet, latent, code, bit_split, .. } = chosen;
-        let picture = m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0);
-        let reconstruction = crop_display(&picture, &self.header);
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: Some(picture) });
         self.since_intra = if frame_type == FrameType::Intra { 1 } else { self.since_intra + 1 };
         let frame_number = self.frame_number;
@@ -617,8 +617,9 @@ impl Renderer {
     }
 
     /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
-    /// point `prompt_qp`'s prompt; None: D(ŷ) without diffusion, after which the next P-frame
-    /// has no predictions to reuse.
+    /// point `prompt_qp`'s prompt. None: the frame is shown without diffusion (no prompt, or
+    /// DS = 0) as D(ŷ) exactly, which the caller holds or decodes (the encoder already has it as
+    /// its reconstruction); the next P-frame then has no predictions to reuse.
     fn render(
         &mut self,
         m: &GvcModel,
@@ -627,46 +628,41 @@ impl Renderer {
         guide: &DiffusionGuide,
         prompt_qp: Option<i64>,
         settings: &SamplingSettings,
-    ) -> (Tensor, SamplingStats) {
+    ) -> Option<(Tensor, SamplingStats)> {
         let intra = packet.frame_type == FrameType::Intra;
         if intra || prompt_qp.is_none() {
             self.buffer.reset();
         }
-        // Without diffusion the output is D(ŷ) exactly, the encoder's reconstruction (no
-        // round trip through the diffusion scaling).
-        let (output_latent, stats) = if let Some(prompt_qp) = prompt_qp.filter(|_| settings.steps > 0) {
-            // C̄⁰ is on the latent grid (1/8 of the frame).
-            let c0 = match &guide.c0 {
-                Some(c0) => c0.shallow_clone(),
-                None => {
-                    let (_, _, h, w) = latent.size4().unwrap();
-                    Tensor::zeros([1, m.config.codec.context, h, w], (Kind::Float, m.device))
-                }
-            };
-            let plan = SamplingPlan {
-                steps: settings.steps,
-                independent: settings.independent,
-                seed: packet.noise_seed as u64,
-                use_buffer: !intra,
-                agreement: settings.agreement,
-            };
-            let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
-            let (z0, stats) = diffusion::sample(
-                &m.denoiser,
-                &self.schedule,
-                settings.start_step,
-                &m.to_diffusion_space(latent),
-                &c0,
-                ratio,
-                &plan,
-                guide.motion.as_ref(),
-                &mut self.buffer,
-            );
-            (m.from_diffusion_space(&z0), stats)
-        } else {
-            (latent.shallow_clone(), SamplingStats::default())
+        let prompt_qp = prompt_qp.filter(|_| settings.steps > 0)?;
+        // C̄⁰ is on the latent grid (1/8 of the frame).
+        let c0 = match &guide.c0 {
+            Some(c0) => c0.shallow_clone(),
+            None => {
+                let (_, _, h, w) = latent.size4().unwrap();
+                Tensor::zeros([1, m.config.codec.context, h, w], (Kind::Float, m.device))
+            }
         };
-        (m.autoencoder.decoder.decode(&output_latent).clamp(0.0, 1.0), stats)
+        let plan = SamplingPlan {
+            steps: settings.steps,
+            independent: settings.independent,
+            seed: packet.noise_seed as u64,
+            use_buffer: !intra,
+            agreement: settings.agreement,
+        };
+        let ratio = if intra { m.intra.scales.prompt(prompt_qp) } else { m.contextual.scales.prompt(prompt_qp) };
+        let (z0, stats) = diffusion::sample(
+            &m.denoiser,
+            &self.schedule,
+            settings.start_step,
+            &m.to_diffusion_space(latent),
+            &c0,
+            ratio,
+            &plan,
+            guide.motion.as_ref(),
+            &mut self.buffer,
+        );
+        let picture = m.autoencoder.decoder.decode(&m.from_diffusion_space(&z0)).clamp(0.0, 1.0);
+        Some((picture, stats))
     }
 }
 
@@ -730,12 +726,14 @@ impl PromptSearch {
     }
 
     /// The prompt offset to signal for `chosen` (None: no diffusion) and the picture the
-    /// decoder will show (display size). `restarted`: adaptive intra made this I-frame early.
+    /// decoder will show (display size). `reconstruction`: D(ŷ) at the display size.
+    /// `restarted`: adaptive intra made this I-frame early.
     fn choose(
         &mut self,
         m: &GvcModel,
         header: &SequenceHeader,
         chosen: &Candidate,
+        reconstruction: &Tensor,
         source: &Tensor,
         restarted: bool,
     ) -> Result<(Option<i8>, Tensor)> {
@@ -759,8 +757,10 @@ impl PromptSearch {
                 pictures.push(None);
                 continue;
             }
-            let (picture, _) = track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
-            let picture = crop_display(&picture, header);
+            let picture = match track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings) {
+                Some((picture, _)) => crop_display(&picture, header),
+                None => reconstruction.shallow_clone(),
+            };
             track.distance += self.lpips.distance(&picture, &source).double_value(&[0]);
             pictures.push(Some(picture));
         }
@@ -774,8 +774,10 @@ impl PromptSearch {
             pictures[lead].take().context("the leading track has no picture")?
         } else {
             let prompt_qp = offset.map(|o| qp + o as i64);
-            let (picture, _) = self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
-            crop_display(&picture, header)
+            match self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings) {
+                Some((picture, _)) => crop_display(&picture, header),
+                None => reconstruction.shallow_clone(),
+            }
         };
         for track in &mut self.tracks {
             track.in_step &= track.offset == offset;
@@ -933,7 +935,10 @@ impl DecoderSession {
             Some(q) => (q as i64).min(m.config.codec.num_qps - 1),
             None => qp + offset as i64,
         });
-        let (picture, stats) = self.renderer.render(m, packet, &latent, &guide, prompt_qp, &settings);
+        let (picture, stats) = self
+            .renderer
+            .render(m, packet, &latent, &guide, prompt_qp, &settings)
+            .unwrap_or_else(|| (m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0), SamplingStats::default()));
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),
