@@ -63,7 +63,8 @@ fn frame_by_frame(a: &Tensor, b: &Tensor, distance: impl Fn(&Tensor, &Tensor) ->
         .collect()
 }
 
-fn mean_of(v: &[f64]) -> f64 {
+/// The arithmetic mean; 0 for no values.
+pub fn mean_of(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 

@@ -5,7 +5,7 @@ use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
-use gstgvc::metrics::{psnr, DistsMetric, LpipsMetric};
+use gstgvc::metrics::{mean_of, psnr, DistsMetric, LpipsMetric};
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::model::Precision;
 use std::sync::Arc;
@@ -148,18 +148,17 @@ fn main() -> Result<()> {
             let decoded = Tensor::cat(&decode.pictures, 0);
             let lp = lpips.per_frame(&reference, &decoded);
             let di = dists.per_frame(&reference, &decoded);
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             println!(
                 "| {qp} | {name} | {bpp:.4} | {:.2} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} | {:.2} |",
                 psnr(&reference, &decoded),
-                mean(&lp),
-                mean(&di),
+                mean_of(&lp),
+                mean_of(&di),
                 lpips.tlp(&reference, &decoded),
                 timing.ms_per_p_frame,
                 timing.sampling_ms_per_p_frame,
                 timing.network_steps_per_p_frame
             );
-            let gops: Vec<String> = lp.chunks(gop as usize).map(|c| format!("{:.4}", mean(c))).collect();
+            let gops: Vec<String> = lp.chunks(gop as usize).map(|c| format!("{:.4}", mean_of(c))).collect();
             per_gop.push(format!("| {qp} | {name} | {} |", gops.join(" | ")));
             if per_frame_path.is_some() {
                 for (t, au) in stream.iter().enumerate() {
