@@ -14,6 +14,8 @@ enum Stage {
     CodecCheck(codec::Options, usize),
     Diffusion(diffusion::Options),
     Export(PathBuf),
+    /// `data-report`: what the clips hold, per window of this many frames.
+    DataReport(i64),
 }
 
 /// `--perceptual alexnet|vgg16`.
@@ -113,6 +115,7 @@ fn main() -> Result<()> {
                 w if w > 0.0 => Some(diffusion::SampledPerceptual {
                     weight: w,
                     lpips_weight: o.value("lpips-weight", 0.5)?,
+                    harm_weight: o.value("harm-weight", 0.0)?,
                     backbone: backbone(&o)?,
                     steps: o.value("sample-steps", 4)?,
                 }),
@@ -121,6 +124,7 @@ fn main() -> Result<()> {
             let stage = StageOptions::from_cli(&o, 3000, 2e-4, 3)?;
             Stage::Diffusion(diffusion::Options { stage, start_share, perceptual, qps: o.list("qps")? })
         }
+        "data-report" => Stage::DataReport(o.value("window", 16)?),
         other => bail!("unknown stage {other}"),
     };
     o.finish()?;
@@ -134,6 +138,7 @@ fn main() -> Result<()> {
         Stage::Codec(opt) => codec::train(&data, &opt),
         Stage::CodecCheck(opt, batches) => codec::check(&data, &opt, batches),
         Stage::Diffusion(opt) => diffusion::train(&data, &opt),
+        Stage::DataReport(window) => training::report_content(&data, window),
         Stage::Export(_) => unreachable!("handled above"),
     }
 }

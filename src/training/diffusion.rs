@@ -38,13 +38,28 @@ pub struct Options {
 }
 
 /// The pixel loss on the decoder's sampled output (see the module doc):
-/// `weight` · (L1 + `lpips_weight` · LPIPS).
+/// `weight` · (L1 + `lpips_weight` · LPIPS + `harm_weight` · mean over items of
+/// max(0, LPIPS − LPIPS of D(ŷ))).
 pub struct SampledPerceptual {
     pub weight: f64,
     pub lpips_weight: f64,
+    /// The "no harm" hinge: items the diffusion decoder renders worse than D(ŷ) (by LPIPS)
+    /// weigh this much more. The mean LPIPS gain hides crops the denoiser harms (bikes' dark,
+    /// defocused scene after its cut, session 34), and there the encoder can only signal no
+    /// diffusion at all.
+    pub harm_weight: f64,
     pub backbone: Backbone,
     /// DS of the sampling trained through (the decoder's default is 4).
     pub steps: usize,
+}
+
+impl SampledPerceptual {
+    /// The term from the sampled output's L1 and per-item LPIPS, and the per-item LPIPS of
+    /// D(ŷ) (no gradient).
+    fn loss(&self, l1: &Tensor, lpips: &Tensor, lpips_of_y_hat: &Tensor) -> Tensor {
+        let harm = (lpips - lpips_of_y_hat).relu().mean(Kind::Float);
+        (l1 + lpips.mean(Kind::Float) * self.lpips_weight + harm * self.harm_weight) * self.weight
+    }
 }
 
 /// Per-QP figures over the steps since the last log line.
@@ -63,6 +78,9 @@ struct QpWindow {
     psnr: f64,
     psnr_of_y_hat: f64,
     sampled_steps: f64,
+    /// Sampled items worse than D(ŷ) by LPIPS, and all sampled items.
+    harmed_items: f64,
+    sampled_items: f64,
 }
 
 impl QpWindow {
@@ -78,11 +96,12 @@ impl QpWindow {
         if self.sampled_steps > 0.0 {
             let n = self.sampled_steps;
             line += &format!(
-                " | qp{qp} sampled: lpips {:.4} (D(ŷ) {:.4}) psnr {:.2} ({:.2})",
+                " | qp{qp} sampled: lpips {:.4} (D(ŷ) {:.4}) psnr {:.2} ({:.2}) harmed {:.0} %",
                 self.lpips / n,
                 self.lpips_of_y_hat / n,
                 self.psnr / n,
-                self.psnr_of_y_hat / n
+                self.psnr_of_y_hat / n,
+                100.0 * self.harmed_items / self.sampled_items.max(1.0)
             );
         }
         line
@@ -208,20 +227,23 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
             let z0 = sample_with_gradients(&denoiser, &schedule, start as usize, p.steps, &y_hat, &c0, &ratio);
             let decoded = frozen.autoencoder.decoder.decode(&(z0 / scale));
             let x = Tensor::cat(&[seq.select(1, 0), seq.select(1, 1)], 0);
-            let distance = lpips.distance(&decoded, &x).mean(Kind::Float);
+            let per_item = lpips.distance(&decoded, &x);
+            let distance = per_item.mean(Kind::Float);
             let l1 = (&decoded - &x).abs().mean(Kind::Float);
             // The same figures for D(ŷ), the decode without diffusion this term must beat.
-            let (baseline, distance_of_y_hat) = tch::no_grad(|| {
+            let (baseline, per_item_of_y_hat) = tch::no_grad(|| {
                 let baseline = frozen.autoencoder.decoder.decode(&(&y_hat / scale)).clamp(0.0, 1.0);
-                let d = lpips.distance(&baseline, &x).mean(Kind::Float).double_value(&[]);
+                let d = lpips.distance(&baseline, &x);
                 (baseline, d)
             });
             w.lpips += distance.double_value(&[]);
-            w.lpips_of_y_hat += distance_of_y_hat;
+            w.lpips_of_y_hat += per_item_of_y_hat.mean(Kind::Float).double_value(&[]);
             w.psnr += psnr(&decoded.detach().clamp(0.0, 1.0), &x);
             w.psnr_of_y_hat += psnr(&baseline, &x);
             w.sampled_steps += 1.0;
-            (l1 + &distance * p.lpips_weight) * p.weight
+            w.harmed_items += per_item.gt_tensor(&per_item_of_y_hat).sum(Kind::Float).double_value(&[]);
+            w.sampled_items += n as f64;
+            p.loss(&l1, &per_item, &per_item_of_y_hat)
         });
         let loss = match pixel_loss {
             Some(pixel) => noise_loss + pixel,
@@ -291,7 +313,13 @@ mod tests {
     /// the same seeds and random draws with the term at weight 0 and 1 train different weights.
     #[test]
     fn sampled_perceptual_term_trains_the_denoiser() {
-        let term = |weight| SampledPerceptual { weight, lpips_weight: 0.5, backbone: Backbone::AlexNet, steps: 2 };
+        let term = |weight| SampledPerceptual {
+            weight,
+            lpips_weight: 0.5,
+            harm_weight: 0.0,
+            backbone: Backbone::AlexNet,
+            steps: 2,
+        };
         let plain = train_tiny(Some(term(0.0)), "weight0");
         let with_term = train_tiny(Some(term(1.0)), "weight1");
         assert!(with_term.iter().all(|(k, _)| k.starts_with("denoiser.")), "only the denoiser is written");
@@ -299,5 +327,30 @@ mod tests {
         let plain: std::collections::HashMap<_, _> = plain.into_iter().collect();
         let differ = with_term.iter().filter(|(k, v)| !v.equal(&plain[k])).count();
         assert!(differ > 0, "the sampled term changed nothing");
+    }
+
+    /// The no-harm hinge adds weight to the items rendered worse than D(ŷ) and only to them:
+    /// d loss / d LPIPS_i = W · (L + H · [LPIPS_i > LPIPS of D(ŷ)_i]) / n.
+    #[test]
+    fn no_harm_term_weighs_only_items_worse_than_no_diffusion() {
+        let term = SampledPerceptual {
+            weight: 2.0,
+            lpips_weight: 0.5,
+            harm_weight: 4.0,
+            backbone: Backbone::AlexNet,
+            steps: 2,
+        };
+        let lpips = Tensor::from_slice(&[0.30f32, 0.10, 0.25, 0.40]).set_requires_grad(true);
+        let of_y_hat = Tensor::from_slice(&[0.20f32, 0.20, 0.25, 0.10]);
+        let l1 = Tensor::from(0.05f32);
+        let loss = term.loss(&l1, &lpips, &of_y_hat);
+        // 2 · (0.05 + 0.5 · 0.2625 + 4 · (0.1 + 0.3) / 4)
+        assert!((loss.double_value(&[]) - 2.0 * (0.05 + 0.5 * 0.2625 + 0.4)).abs() < 1e-6);
+        loss.backward();
+        let grad = Vec::<f64>::try_from(lpips.grad().to_kind(Kind::Double)).unwrap();
+        let expected = [2.0 * (0.5 + 4.0) / 4.0, 2.0 * 0.5 / 4.0, 2.0 * 0.5 / 4.0, 2.0 * (0.5 + 4.0) / 4.0];
+        for (g, e) in grad.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{grad:?} against {expected:?}");
+        }
     }
 }

@@ -416,6 +416,67 @@ pub(crate) fn tiny_stage(tag: &str) -> (TrainingClips, StageOptions) {
     (data, stage)
 }
 
+/// What a run of frames holds (`gvc-train data-report`): mean luma, the share of dark pixels
+/// (luma below 0.2), fine detail (mean |luma − its 3×3 mean|, which grain and sharp edges raise)
+/// and coarse detail (mean |3×3 mean − 9×9 mean|, which defocus lowers), both in 8-bit levels.
+#[derive(Debug)]
+pub struct ContentStats {
+    pub luma: f64,
+    pub dark_share: f64,
+    pub fine_detail: f64,
+    pub coarse_detail: f64,
+}
+
+impl ContentStats {
+    /// Of frames (N,3,H,W) in [0,1], RGB.
+    pub fn of(frames: &Tensor) -> Self {
+        let blur = |x: &Tensor, k: i64| x.avg_pool2d([k, k], [1, 1], [k / 2, k / 2], false, false, None::<i64>);
+        let weights = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).view([1, 3, 1, 1]).to_device(frames.device());
+        let luma = (frames * weights).sum_dim_intlist(1, true, Kind::Float);
+        let (mean3, mean9) = (blur(&luma, 3), blur(&luma, 9));
+        let mean = |x: &Tensor| x.mean(Kind::Float).double_value(&[]);
+        Self {
+            luma: mean(&luma),
+            dark_share: mean(&luma.lt(0.2).to_kind(Kind::Float)),
+            fine_detail: mean(&(&luma - &mean3).abs()) * 255.0,
+            coarse_detail: mean(&(&mean3 - &mean9).abs()) * 255.0,
+        }
+    }
+}
+
+/// [`ContentStats`] per clip and window of `window` frames, marking held-out and training
+/// frames: compares the training frames with the evaluation content the denoiser fails on
+/// (bikes' dark, defocused second scene).
+pub fn report_content(data: &TrainingClips, window: i64) -> Result<()> {
+    ensure!(window > 0, "--window must be positive");
+    println!("| clip | frames | set | luma | dark share | fine detail | coarse detail |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, clip) in &data.clips {
+        let mut start = 0;
+        while start < clip.len() {
+            let count = window.min(clip.len() - start);
+            let c = ContentStats::of(&clip.float_frames(start, count));
+            let set = if start + count <= HELD_OUT_FRAMES {
+                "held out"
+            } else if start >= HELD_OUT_FRAMES {
+                "training"
+            } else {
+                "both"
+            };
+            println!(
+                "| {name} | {start}–{} | {set} | {:.3} | {:.3} | {:.2} | {:.2} |",
+                start + count - 1,
+                c.luma,
+                c.dark_share,
+                c.fine_detail,
+                c.coarse_detail
+            );
+            start += count;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +568,21 @@ mod tests {
         let rows = Vec::<f32>::try_from(q.flatten(0, -1)).unwrap();
         assert_eq!(rows, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 7.0, 8.0]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Black frames are all dark without detail; a pixel checkerboard is mid-grey with fine
+    /// detail and no coarse detail; blurring it removes the fine detail.
+    #[test]
+    fn content_stats_tell_dark_flat_and_grainy_frames_apart() {
+        let black = ContentStats::of(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, tch::Device::Cpu)));
+        assert_eq!((black.luma, black.dark_share, black.fine_detail, black.coarse_detail), (0.0, 1.0, 0.0, 0.0));
+        let ramp = Tensor::arange(32, (Kind::Float, tch::Device::Cpu));
+        let checker =
+            (ramp.view([32, 1]) + ramp.view([1, 32])).remainder(2.0).view([1, 1, 32, 32]).repeat([1, 3, 1, 1]);
+        let grain = ContentStats::of(&checker);
+        assert!((grain.luma - 0.5).abs() < 1e-6 && grain.dark_share == 0.5, "{grain:?}");
+        assert!(grain.fine_detail > 100.0 && grain.coarse_detail < 20.0, "{grain:?}");
+        let smooth = ContentStats::of(&checker.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>));
+        assert!(smooth.fine_detail < 1e-3, "{smooth:?}");
     }
 }
