@@ -40,7 +40,7 @@ fn main() -> Result<()> {
             intra_qp_offset,
             rate_target: None,
             rounding_offset,
-            prompt_search: 0,
+            prompt_search: None,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());

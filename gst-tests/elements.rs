@@ -206,10 +206,10 @@ fn rounding_offset_spends_fewer_bytes() {
 #[test]
 fn prompt_search_signals_prompts_the_decoder_takes() {
     init();
-    let encode = |search: Option<u32>| {
+    let encode = |search: Option<i32>| {
         let mut h = gst_check::Harness::new("gvcenc");
         let enc = h.element().unwrap();
-        assert_eq!(enc.property::<u32>("prompt-search"), 0, "default: every frame its own prompt");
+        assert_eq!(enc.property::<i32>("prompt-search"), -1, "default: every frame its own prompt");
         // The shipped model (named: another test sets GVC_MODEL): a random denoiser's
         // zero-initialised output ignores the prompt.
         enc.set_property("model", gstgvc::video::DEFAULT_MODEL);
@@ -523,7 +523,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         intra_qp_offset: None,
         rate_target: None,
         rounding_offset: 0.5,
-        prompt_search: 0,
+        prompt_search: None,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         "both" => vec![true, false],
         other => anyhow::bail!("--prompt-tdir {other}: expected on, off or both"),
     };
-    let prompt_search: u8 = o.value("prompt-search", 0)?;
+    let prompt_search: Option<u8> = o.optional("prompt-search")?;
     let per_frame_path: Option<String> = o.optional("per-frame")?;
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
@@ -103,7 +103,7 @@ fn main() -> Result<()> {
             intra_qp_offset,
             rate_target: None,
             rounding_offset: 0.5,
-            prompt_search: 0,
+            prompt_search: None,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let started = Instant::now();
@@ -176,7 +176,7 @@ fn main() -> Result<()> {
         for (name, mut dec) in variants {
             row(&name, &stream, &decode_stream(&mut dec, &stream)?);
         }
-        if prompt_search > 0 {
+        if let Some(range) = prompt_search {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
             let mut enc = EncoderSession::new(model.clone(), &searched)?;
             let started = Instant::now();
@@ -184,7 +184,7 @@ fn main() -> Result<()> {
             let search_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
             let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
             let decoded = decode_stream(&mut decoder(&model, ds, half), &stream)?;
-            row(&format!("TDIR on, encoder-chosen prompt (±{prompt_search})"), &stream, &decoded);
+            row(&format!("TDIR on, encoder-chosen prompt (±{range} or none)"), &stream, &decoded);
             let offsets: Vec<String> =
                 encoded.iter().map(|e| e.prompt_offset.map_or("off".into(), |o| format!("{o:+}"))).collect();
             let displayed =
@@ -213,9 +213,9 @@ fn main() -> Result<()> {
     if let Some(path) = &per_frame_path {
         std::fs::write(path, &per_frame_csv).with_context(|| format!("writing --per-frame {path}"))?;
     }
-    if !searches.is_empty() {
+    if let (false, Some(range)) = (searches.is_empty(), prompt_search) {
         println!();
-        println!("Encoder-chosen prompts (±{prompt_search}, by LPIPS to the source): the offset signalled per frame, whether the decoder displayed the encoder's picture bit for bit, and the encoder's time without and with the search:");
+        println!("Encoder-chosen prompts (±{range}, by LPIPS to the source): the offset signalled per frame, whether the decoder displayed the encoder's picture bit for bit, and the encoder's time without and with the search:");
         println!("| qp | prompt offset per frame | decoder = encoder's picture | encode ms / frame | with search ms / frame |");
         println!("|---|---|---|---|---|");
         for row in &searches {

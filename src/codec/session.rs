@@ -275,9 +275,10 @@ pub struct EncoderParams {
     /// of the rate points up to this many above and below the frame's own, also weighs showing
     /// it without diffusion (D(ŷ)), and signals the choice whose pictures have been closest to
     /// the source by LPIPS (AlexNet) over the GOP so far ([`PromptSearch`]). Each tried offset
-    /// costs the encoder one diffusion decode per frame. 0: every frame takes its own rate
-    /// point's prompt, and the encoder runs no diffusion.
-    pub prompt_search: u8,
+    /// costs the encoder one diffusion decode per frame. Some(0): the frame's own prompt or no
+    /// diffusion, the cheapest guard against a denoiser that harms the content. None: every
+    /// frame takes its own rate point's prompt, and the encoder runs no diffusion.
+    pub prompt_search: Option<u8>,
 }
 
 pub struct EncodedFrame {
@@ -371,10 +372,9 @@ impl EncoderSession {
             )?),
             None => None,
         };
-        let prompt_search = if params.prompt_search > 0 && header.diffusion_steps > 0 {
-            Some(PromptSearch::new(&model, params.prompt_search)?)
-        } else {
-            None
+        let prompt_search = match params.prompt_search {
+            Some(range) if header.diffusion_steps > 0 => Some(PromptSearch::new(&model, range)?),
+            _ => None,
         };
         Ok(Self {
             model,

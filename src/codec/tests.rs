@@ -31,7 +31,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         intra_qp_offset: Some(0),
         rate_target: None,
         rounding_offset: 0.5,
-        prompt_search: 0,
+        prompt_search: None,
     }
 }
 
@@ -655,8 +655,13 @@ fn prompt_search_signals_the_picture_it_chose() {
     let mut lead_changed = false;
     for (model, qp) in [(shipped_model(), 0), (wide, 3)] {
         // The model's I-frame QP (one better at QP 3), as the benchmark codes.
-        let p =
-            EncoderParams { qp, intra_period: 32, intra_qp_offset: None, prompt_search: 1, ..params(176, 144, 4, 2) };
+        let p = EncoderParams {
+            qp,
+            intra_period: 32,
+            intra_qp_offset: None,
+            prompt_search: Some(1),
+            ..params(176, 144, 4, 2)
+        };
         let encoded = encode_frames(&model, &frames, &p);
         let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
         let decoded = decode_with(&model, &stream, 4, 2);
@@ -685,8 +690,17 @@ fn prompt_search_signals_the_picture_it_chose() {
     // gvc-wide at QP 3 signals +1, then 0 (session 33): the decoder's TDIR state then is no
     // single track's, the case the equality above must also hold in.
     assert!(lead_changed, "no stream changed its prompt within the GOP; the test no longer covers that case");
+    // Range 0 weighs the own prompt against no diffusion only: on carphone at QP 0 the own
+    // prompt, and the decoder shows the encoder's picture.
+    let p = EncoderParams { qp: 0, intra_period: 32, prompt_search: Some(0), ..params(176, 144, 4, 2) };
+    let encoded = encode_frames(&shipped_model(), &frames, &p);
+    let decoded = decode_with(&shipped_model(), &encoded.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), 4, 2);
+    for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
+        assert_eq!(e.prompt_offset, Some(0), "range 0 frame {i}");
+        assert!(e.display.as_ref().unwrap().equal(d), "range 0 frame {i}: the decoder shows another picture");
+    }
     // Without diffusion there is nothing to choose.
-    let p = EncoderParams { prompt_search: 1, ..params(176, 144, 0, 0) };
+    let p = EncoderParams { prompt_search: Some(1), ..params(176, 144, 0, 0) };
     assert!(encode_frames(&shipped_model(), &frames, &p)
         .iter()
         .all(|e| e.prompt_offset == Some(0) && e.display.is_none()));
@@ -725,12 +739,15 @@ fn prompt_search_signals_no_diffusion_where_the_denoiser_hurts() {
     model.config.denoiser.start_step_per_qp = vec![model.config.denoiser.train_steps; 5];
     let model = Arc::new(model);
     let frames = real_frames(4);
-    let p = EncoderParams { qp: 0, intra_period: 32, prompt_search: 1, ..params(176, 144, 4, 2) };
-    let encoded = encode_frames(&model, &frames, &p);
-    let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
-    let decoded = decode_with(&model, &stream, 4, 2);
-    for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
-        assert_eq!(e.prompt_offset, None, "frame {i}");
-        assert!(d.equal(&e.reconstruction) && d.equal(e.display.as_ref().unwrap()), "frame {i}");
+    // Range 0 is the own prompt against no diffusion alone.
+    for range in [0, 1] {
+        let p = EncoderParams { qp: 0, intra_period: 32, prompt_search: Some(range), ..params(176, 144, 4, 2) };
+        let encoded = encode_frames(&model, &frames, &p);
+        let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
+        let decoded = decode_with(&model, &stream, 4, 2);
+        for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
+            assert_eq!(e.prompt_offset, None, "range {range} frame {i}");
+            assert!(d.equal(&e.reconstruction) && d.equal(e.display.as_ref().unwrap()), "range {range} frame {i}");
+        }
     }
 }

@@ -26,7 +26,7 @@ const DEFAULT_INTRA_QP_OFFSET: i32 = -1;
 const DEFAULT_BITRATE: u32 = 0;
 const DEFAULT_RATE_BUFFER: u32 = 1000;
 const DEFAULT_ROUNDING_OFFSET: f64 = 0.5;
-const DEFAULT_PROMPT_SEARCH: u32 = 0;
+const DEFAULT_PROMPT_SEARCH: i32 = -1;
 
 /// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
 fn intra_qp_offset(property: i32) -> Option<u8> {
@@ -47,7 +47,8 @@ struct Settings {
     /// ms of the target rate.
     rate_buffer: u32,
     rounding_offset: f64,
-    prompt_search: u32,
+    /// -1: no search.
+    prompt_search: i32,
     model: String,
     device: String,
     precision: String,
@@ -161,9 +162,10 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_ROUNDING_OFFSET)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("prompt-search")
+                glib::ParamSpecInt::builder("prompt-search")
                     .nick("Prompt search")
-                    .blurb("QP-based prompts tried per frame: the encoder runs the diffusion decoder under the prompts of the rate points up to this many above and below the frame's own, and without diffusion, and signals the choice closest to the source by LPIPS (one diffusion decode per tried prompt; needs diffusion-steps > 0). 0: every frame takes its own rate point's prompt")
+                    .blurb("QP-based prompts tried per frame: the encoder runs the diffusion decoder under the prompts of the rate points up to this many above and below the frame's own, and without diffusion, and signals the choice closest to the source by LPIPS (one diffusion decode per tried prompt; needs diffusion-steps > 0). 0: the own prompt or no diffusion; -1: no search, every frame takes its own rate point's prompt")
+                    .minimum(-1)
                     .maximum(7)
                     .default_value(DEFAULT_PROMPT_SEARCH)
                     .mutable_ready()
@@ -299,7 +301,7 @@ impl VideoEncoderImpl for GvcEnc {
                 buffer_seconds: f64::from(s.rate_buffer) / 1000.0,
             }),
             rounding_offset: s.rounding_offset,
-            prompt_search: s.prompt_search as u8,
+            prompt_search: u8::try_from(s.prompt_search).ok(),
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
