@@ -175,3 +175,12 @@ PY
 rm -f $dir/checkpoints/codec.step
 $train codec --model-dir $dir --distortion latent --rate-proxy rounded --steps 600 --batch 4 --crop 256 --frames 5,5,5,8,8 --lr 5e-4 --lambdas 64,8,1,0.05,0.005 --align-floor 0.025 --align-warmup 0 --spatial-prior-only true --seed 20 --minutes 38
 $train export --model-dir $dir
+
+# Tried and not kept (session 35): the session-14 recipe with the sampled term's no-harm hinge,
+# 4 · mean max(0, LPIPS − LPIPS of D(ŷ)) per crop, from the shipped exported weights, 1,500
+# steps in 50 minutes (logs/diffusion-35-harm-experiment.log). On the training crops QP 0's
+# harmed share fell 41 → 28 % and its LPIPS gain over D(ŷ) grew 1.9 → 5.0 %; on the evaluation
+# frames it moved LPIPS by −2.2 … +1.2 % and lost to row A at bikes QP 3, where the shipped
+# denoiser wins (logs/bench-diffusion{,-bikes}-35-harm-experiment.log; model card, Training).
+#   gvc-train diffusion --model-dir <copy> --steps 1500 --batch 8 --crop 128 --lr 1e-4 \
+#       --sampled-perceptual 1 --harm-weight 4 --seed 35 --minutes 55
