@@ -28,8 +28,9 @@ const DEFAULT_RATE_BUFFER: u32 = 1000;
 const DEFAULT_ROUNDING_OFFSET: f64 = 0.5;
 const DEFAULT_PROMPT_SEARCH: i32 = -1;
 
-/// The `intra-qp-offset` property as the session takes it (-1: the model's choice).
-fn intra_qp_offset(property: i32) -> Option<u8> {
+/// An int property whose -1 means unset, as the session takes it (`intra-qp-offset`: the
+/// model's choice; `prompt-search`: no search).
+fn unset_if_negative(property: i32) -> Option<u8> {
     u8::try_from(property).ok()
 }
 
@@ -196,7 +197,7 @@ impl ObjectImpl for GvcEnc {
             "intra-qp-offset" => {
                 s.intra_qp_offset = value.get().unwrap();
                 if let Some(state) = self.state.lock().as_mut() {
-                    state.session.set_intra_qp_offset(intra_qp_offset(s.intra_qp_offset));
+                    state.session.set_intra_qp_offset(unset_if_negative(s.intra_qp_offset));
                 }
             }
             "bitrate" => s.bitrate = value.get().unwrap(),
@@ -295,13 +296,13 @@ impl VideoEncoderImpl for GvcEnc {
             diffusion_steps: s.diffusion_steps as u8,
             independent_steps: s.independent_steps as u8,
             adaptive_intra: s.adaptive_intra,
-            intra_qp_offset: intra_qp_offset(s.intra_qp_offset),
+            intra_qp_offset: unset_if_negative(s.intra_qp_offset),
             rate_target: (s.bitrate > 0).then(|| RateTarget {
                 bits_per_second: s.bitrate.saturating_mul(1000),
                 buffer_seconds: f64::from(s.rate_buffer) / 1000.0,
             }),
             rounding_offset: s.rounding_offset,
-            prompt_search: u8::try_from(s.prompt_search).ok(),
+            prompt_search: unset_if_negative(s.prompt_search),
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
