@@ -748,6 +748,11 @@ impl PromptSearch {
                 (track.previous_gop, track.distance, track.in_step) = (previous, 0.0, true);
             }
         }
+        // The displayed picture of a render: D(ŷ) where it shows no diffusion.
+        let shown = |rendered: Option<(Tensor, SamplingStats)>| match rendered {
+            Some((picture, _)) => crop_display(&picture, header),
+            None => reconstruction.shallow_clone(),
+        };
         let mut pictures = Vec::with_capacity(self.tracks.len());
         for track in &mut self.tracks {
             let prompt_qp = track.offset.map(|o| qp + o as i64);
@@ -757,10 +762,7 @@ impl PromptSearch {
                 pictures.push(None);
                 continue;
             }
-            let picture = match track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings) {
-                Some((picture, _)) => crop_display(&picture, header),
-                None => reconstruction.shallow_clone(),
-            };
+            let picture = shown(track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings));
             track.distance += self.lpips.distance(&picture, &source).double_value(&[0]);
             pictures.push(Some(picture));
         }
@@ -774,10 +776,7 @@ impl PromptSearch {
             pictures[lead].take().context("the leading track has no picture")?
         } else {
             let prompt_qp = offset.map(|o| qp + o as i64);
-            match self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings) {
-                Some((picture, _)) => crop_display(&picture, header),
-                None => reconstruction.shallow_clone(),
-            }
+            shown(self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings))
         };
         for track in &mut self.tracks {
             track.in_step &= track.offset == offset;
