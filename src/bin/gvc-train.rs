@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::model::lpips::Backbone;
-use gstgvc::training::{self, autoencoder, codec, diffusion, StageOptions, TrainingClips};
+use gstgvc::training::{self, autoencoder, codec, diffusion, Focus, StageOptions, TrainingClips};
 use std::path::PathBuf;
 
 enum Stage {
@@ -127,11 +127,26 @@ fn main() -> Result<()> {
         "data-report" => Stage::DataReport(o.value("window", 16)?),
         other => bail!("unknown stage {other}"),
     };
+    let focus: Option<String> = o.optional("focus")?;
+    let focus_share: f64 = o.value("focus-share", 0.25)?;
+    if focus.is_none() && o.get("focus-share").is_some() {
+        bail!("--focus-share needs --focus");
+    }
     o.finish()?;
     if let Stage::Export(dir) = &stage {
         return training::export(dir);
     }
-    let data = TrainingClips::load()?;
+    let mut data = TrainingClips::load()?;
+    if let Some(spec) = focus {
+        let f = Focus::parse(&spec, focus_share, &data.clips)?;
+        eprintln!(
+            "[data] focus: {:.0} % of crops from {} frames {:?}",
+            f.share * 100.0,
+            data.clips[f.clip].0,
+            f.ranges
+        );
+        data.focus = Some(f);
+    }
     match stage {
         Stage::Autoencoder(opt) => autoencoder::train(&data, &opt),
         Stage::Decoder(opt, frames) => autoencoder::train_decoder(&data, &opt, frames),

@@ -40,6 +40,57 @@ impl Rng {
 
 pub struct TrainingClips {
     pub clips: Vec<(String, Clip)>,
+    /// Training frames drawn more often than a uniform draw would (`--focus`).
+    pub focus: Option<Focus>,
+}
+
+/// A share of every batch's crops drawn from chosen training frames of one clip (`gvc-train
+/// --focus clip:first-last,… --focus-share S`), the rest as usual: to give content the
+/// uniform draw rarely shows (bikes' dark scene is ~5 % of crops) more weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Focus {
+    pub clip: usize,
+    /// Inclusive frame ranges, all at or after `HELD_OUT_FRAMES`.
+    pub ranges: Vec<(i64, i64)>,
+    pub share: f64,
+}
+
+impl Focus {
+    /// `clip:first-last,first-last,…` naming one of `clips`.
+    pub fn parse(spec: &str, share: f64, clips: &[(String, Clip)]) -> Result<Self> {
+        ensure!((0.0..=1.0).contains(&share), "--focus-share {share}: expected a share between 0 and 1");
+        let (name, ranges) =
+            spec.split_once(':').with_context(|| format!("--focus {spec}: expected clip:first-last,…"))?;
+        let (clip, (_, footage)) = clips
+            .iter()
+            .enumerate()
+            .find(|(_, (n, _))| n == name)
+            .with_context(|| format!("--focus: no training clip named {name}"))?;
+        let ranges = ranges
+            .split(',')
+            .map(|r| {
+                let parsed =
+                    r.split_once('-').and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?)));
+                let (first, last) = parsed.with_context(|| format!("--focus range {r}: expected first-last"))?;
+                ensure!(
+                    first >= HELD_OUT_FRAMES,
+                    "--focus range {r}: frames before {HELD_OUT_FRAMES} are held out for evaluation"
+                );
+                ensure!(
+                    first <= last && last < footage.len(),
+                    "--focus range {r}: {name} has frames 0–{}",
+                    footage.len() - 1
+                );
+                Ok((first, last))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { clip, ranges, share })
+    }
+
+    /// Starts of the `len`-frame runs that lie inside one range.
+    fn starts(&self, len: i64) -> Vec<i64> {
+        self.ranges.iter().flat_map(|&(first, last)| first..=(last + 1 - len)).collect()
+    }
 }
 
 impl TrainingClips {
@@ -57,18 +108,33 @@ impl TrainingClips {
             );
             clips.push((name.to_string(), clip));
         }
-        Ok(Self { clips })
+        Ok(Self { clips, focus: None })
     }
 
     /// `batch` random crops of `len` consecutive training frames: (batch, len, 3, crop, crop) in [0,1].
     pub fn sample(&self, rng: &mut Rng, batch: usize, len: i64, crop: i64) -> Result<Tensor> {
         let mut items = Vec::with_capacity(batch);
+        let focus_starts = self.focus.as_ref().map(|f| f.starts(len)).unwrap_or_default();
+        ensure!(self.focus.is_none() || !focus_starts.is_empty(), "--focus ranges hold no run of {len} frames");
         for _ in 0..batch {
-            let (_, clip) = &self.clips[rng.below(self.clips.len() as u64) as usize];
+            // Only a focused run draws the extra number, so unfocused runs replay their crops.
+            let focused = match &self.focus {
+                Some(f) => (rng.below(1 << 20) as f64) < f.share * f64::from(1u32 << 20),
+                None => false,
+            };
+            let clip_index = match &self.focus {
+                Some(f) if focused => f.clip,
+                _ => rng.below(self.clips.len() as u64) as usize,
+            };
+            let (_, clip) = &self.clips[clip_index];
             ensure!(clip.len() >= HELD_OUT_FRAMES + len, "clip too short for training");
             let (h, w) = (clip.height(), clip.width());
             let c = crop.min(h).min(w) / 16 * 16;
-            let t0 = HELD_OUT_FRAMES + rng.below((clip.len() - HELD_OUT_FRAMES - len + 1) as u64) as i64;
+            let t0 = if focused {
+                focus_starts[rng.below(focus_starts.len() as u64) as usize]
+            } else {
+                HELD_OUT_FRAMES + rng.below((clip.len() - HELD_OUT_FRAMES - len + 1) as u64) as i64
+            };
             let y0 = rng.below((h - c + 1) as u64) as i64;
             let x0 = rng.below((w - c + 1) as u64) as i64;
             let mut seq = clip.frames.narrow(0, t0, len).narrow(2, y0, c).narrow(3, x0, c);
@@ -402,7 +468,7 @@ pub(crate) fn tiny_stage(tag: &str) -> (TrainingClips, StageOptions) {
         .save(&dir)
         .unwrap();
     let clip = load_clip(&clip_dir().join("carphone_pristine.mp4"), Some(100), None).unwrap();
-    let data = TrainingClips { clips: vec![("carphone".into(), clip)] };
+    let data = TrainingClips { clips: vec![("carphone".into(), clip)], focus: None };
     let stage = StageOptions {
         model_dir: dir,
         steps: 2,
@@ -505,6 +571,55 @@ mod tests {
         let wrong = |_: &str| Some((vec![1, 3], vec![3, 3]));
         assert!(grow_weights(&mut wide_vs, &file, wrong).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Focused crops come from the named frames only; a focus on held-out frames, an unknown
+    /// clip or a malformed range is refused.
+    #[test]
+    fn focus_draws_its_share_from_its_frames() {
+        // Every pixel of frame t holds t, so a crop tells which frames it came from.
+        let clip = |offset: i64| Clip {
+            frames: (Tensor::arange(120, (Kind::Uint8, tch::Device::Cpu)) + offset)
+                .view([120, 1, 1, 1])
+                .expand([120, 3, 32, 32], false)
+                .contiguous(),
+            fps_n: 25,
+            fps_d: 1,
+        };
+        let mut data = TrainingClips { clips: vec![("a".into(), clip(0)), ("b".into(), clip(128))], focus: None };
+        let first_frames = |data: &TrainingClips, seed| {
+            let seqs = data.sample(&mut Rng::new(seed), 200, 2, 16).unwrap();
+            let t = seqs.amin([2, 3, 4], false);
+            let (first, second) = (
+                Vec::<f32>::try_from(t.select(1, 0) * 255.0).unwrap(),
+                Vec::<f32>::try_from(t.select(1, 1) * 255.0).unwrap(),
+            );
+            assert!(first.iter().zip(&second).all(|(a, b)| (b - a - 1.0).abs() < 1e-3), "runs of consecutive frames");
+            first.into_iter().map(|v| v.round() as i64).collect::<Vec<_>>()
+        };
+        let unfocused = first_frames(&data, 3);
+        assert!(unfocused.iter().all(|&t| (96..119).contains(&t) || (224..247).contains(&t)));
+        data.focus = Some(Focus::parse("b:100-104,110-111", 1.0, &data.clips).unwrap());
+        let all_focused = first_frames(&data, 3);
+        assert!(all_focused.iter().all(|&t| [228, 229, 230, 231, 238].contains(&t)), "{all_focused:?}");
+        assert!([228, 231, 238].iter().all(|t| all_focused.contains(t)), "every run start is drawn");
+        data.focus = Some(Focus::parse("b:100-104", 0.25, &data.clips).unwrap());
+        let quarter = first_frames(&data, 3).iter().filter(|&&t| (228..=231).contains(&t)).count();
+        // 25 % focused plus the uniform draw's own 4 of 46 starts: ~28 % of 200.
+        assert!((35..80).contains(&quarter), "{quarter} of 200 focused");
+        data.focus = None;
+        assert_eq!(first_frames(&data, 3), unfocused, "without a focus the draw is unchanged");
+        for (spec, share, error) in [
+            ("b:90-100", 0.5, "held out"),
+            ("c:100-104", 0.5, "no training clip named c"),
+            ("b:100", 0.5, "expected first-last"),
+            ("b:104-100", 0.5, "has frames 0–119"),
+            ("b:100-120", 0.5, "has frames 0–119"),
+            ("b:100-104", 1.5, "between 0 and 1"),
+        ] {
+            let err = Focus::parse(spec, share, &data.clips).unwrap_err().to_string();
+            assert!(err.contains(error), "{spec}: {err}");
+        }
     }
 
     #[test]
