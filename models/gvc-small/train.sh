@@ -184,3 +184,13 @@ $train export --model-dir $dir
 # denoiser wins (logs/bench-diffusion{,-bikes}-35-harm-experiment.log; model card, Training).
 #   gvc-train diffusion --model-dir <copy> --steps 1500 --batch 8 --crop 128 --lr 1e-4 \
 #       --sampled-perceptual 1 --harm-weight 4 --seed 35 --minutes 55
+
+# Tried and not kept (session 36): session 35's hinge run again with a quarter of the crops from
+# bikes' training frames that continue its dark evaluation scene (--focus; data-report-35.log),
+# from the shipped exported weights, 1,500 steps in 47 minutes
+# (logs/diffusion-36-focus-experiment.log). Bikes' evaluation frames barely moved and carphone
+# got worse at QP 0–3 (logs/bench-diffusion{,-bikes}-36-focus-experiment.log; model card,
+# Training).
+#   gvc-train diffusion --model-dir <copy> --steps 1500 --batch 8 --crop 128 --lr 1e-4 \
+#       --sampled-perceptual 1 --harm-weight 4 --focus bikes.mp4:96-127,240-249 \
+#       --focus-share 0.25 --seed 36 --minutes 55
