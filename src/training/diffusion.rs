@@ -164,7 +164,6 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
     let nq = cfg.codec.num_qps as usize;
     let qps = trained_qps(options.qps.as_deref(), cfg.codec.num_qps)?;
     eprintln!("[diffusion] QPs drawn from: {qps:?}");
-    let share_threshold = (options.start_share * f64::from(1u32 << 20)) as u64;
     let perceptual = match &options.perceptual {
         Some(p) => {
             anyhow::ensure!(p.steps >= 1, "the sampled perceptual term needs at least one step");
@@ -201,8 +200,7 @@ pub fn train(data: &TrainingClips, options: &Options) -> Result<()> {
         );
         let start = cfg.denoiser.start_step_for(qp) as i64;
         // No draw at share 0, so earlier recipes replay unchanged.
-        let matched: Vec<bool> =
-            (0..n).map(|_| options.start_share > 0.0 && rng.below(1 << 20) < share_threshold).collect();
+        let matched: Vec<bool> = (0..n).map(|_| options.start_share > 0.0 && rng.chance(options.start_share)).collect();
         let t: Vec<i64> = matched
             .iter()
             .map(|&m| if m { start } else { 1 + rng.below(cfg.denoiser.start_step as u64) as i64 })

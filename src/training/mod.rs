@@ -36,6 +36,11 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
+
+    /// True with probability `share`, drawn in steps of 2⁻²⁰ (one draw, whatever the share).
+    pub fn chance(&mut self, share: f64) -> bool {
+        self.below(1 << 20) < (share * f64::from(1u32 << 20)) as u64
+    }
 }
 
 pub struct TrainingClips {
@@ -118,19 +123,16 @@ impl TrainingClips {
         ensure!(self.focus.is_none() || !focus_starts.is_empty(), "--focus ranges hold no run of {len} frames");
         for _ in 0..batch {
             // Only a focused run draws the extra number, so unfocused runs replay their crops.
-            let focused = match &self.focus {
-                Some(f) => (rng.below(1 << 20) as f64) < f.share * f64::from(1u32 << 20),
-                None => false,
-            };
-            let clip_index = match &self.focus {
-                Some(f) if focused => f.clip,
-                _ => rng.below(self.clips.len() as u64) as usize,
+            let focus = self.focus.as_ref().filter(|f| rng.chance(f.share));
+            let clip_index = match focus {
+                Some(f) => f.clip,
+                None => rng.below(self.clips.len() as u64) as usize,
             };
             let (_, clip) = &self.clips[clip_index];
             ensure!(clip.len() >= HELD_OUT_FRAMES + len, "clip too short for training");
             let (h, w) = (clip.height(), clip.width());
             let c = crop.min(h).min(w) / 16 * 16;
-            let t0 = if focused {
+            let t0 = if focus.is_some() {
                 focus_starts[rng.below(focus_starts.len() as u64) as usize]
             } else {
                 HELD_OUT_FRAMES + rng.below((clip.len() - HELD_OUT_FRAMES - len + 1) as u64) as i64
