@@ -37,6 +37,8 @@ fn main() -> Result<()> {
     };
     let prompt_search: Option<u8> = o.optional("prompt-search")?;
     let per_frame_path: Option<String> = o.optional("per-frame")?;
+    let blends: Vec<f64> = o.list("blends")?.unwrap_or_default();
+    anyhow::ensure!(blends.iter().all(|a| (0.0..=1.0).contains(a)), "--blends: weights between 0 and 1");
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
     let model = Arc::new(
@@ -173,8 +175,17 @@ fn main() -> Result<()> {
                 }
             }
         };
-        for (name, mut dec) in variants {
-            row(&name, &stream, &decode_stream(&mut dec, &stream)?);
+        // Row A's and TDIR on's pictures, for the blends.
+        let mut blend_ends = Vec::new();
+        for (k, (name, mut dec)) in variants.into_iter().enumerate() {
+            let decoded = decode_stream(&mut dec, &stream)?;
+            row(&name, &stream, &decoded);
+            if !blends.is_empty() && (k == 0 || k == 2) {
+                blend_ends.push(Tensor::cat(&decoded.pictures, 0));
+            }
+        }
+        if let [plain, diffused] = &blend_ends[..] {
+            blend_rows(qp, &blends, plain, diffused, &reference, &lpips, &dists);
         }
         if let Some(range) = prompt_search {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
@@ -243,6 +254,50 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--blends`: the pictures D(ŷ) + α·(diffused − D(ŷ)) for each α, and a per-frame oracle
+/// that picks, frame by frame, the α (0 and 1 included) with the lowest LPIPS.
+fn blend_rows(
+    qp: u8,
+    blends: &[f64],
+    plain: &Tensor,
+    diffused: &Tensor,
+    reference: &Tensor,
+    lpips: &LpipsMetric,
+    dists: &DistsMetric,
+) {
+    let weights: Vec<f64> = [0.0].iter().chain(blends).chain(&[1.0]).copied().collect();
+    let mut per_weight = Vec::with_capacity(weights.len());
+    for &alpha in &weights {
+        let blended = (plain + (diffused - plain) * alpha).clamp(0.0, 1.0);
+        let lp = lpips.per_frame(reference, &blended);
+        if blends.contains(&alpha) {
+            println!(
+                "| {qp} | pixel blend, α = {alpha} of TDIR on | (same) | {:.2} | {:.4} | {:.4} | {:.4} | – | – | – |",
+                psnr(reference, &blended),
+                mean_of(&lp),
+                dists.mean(reference, &blended),
+                lpips.tlp(reference, &blended)
+            );
+        }
+        per_weight.push(lp);
+    }
+    let frames = per_weight[0].len();
+    let picks: Vec<usize> = (0..frames)
+        .map(|t| (0..weights.len()).min_by(|&a, &b| per_weight[a][t].total_cmp(&per_weight[b][t])).unwrap_or(0))
+        .collect();
+    let best: Vec<f64> = picks.iter().enumerate().map(|(t, &k)| per_weight[k][t]).collect();
+    let counts: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(k, a)| format!("α {a}: {}", picks.iter().filter(|&&p| p == k).count()))
+        .collect();
+    println!(
+        "| {qp} | per-frame oracle α by LPIPS ({}) | (same) | – | {:.4} | – | – | – | – | – |",
+        counts.join(", "),
+        mean_of(&best)
+    );
 }
 
 /// A decoder with DS = `steps` and D = `independent` in place of the stream's.
