@@ -177,6 +177,11 @@ impl LpipsMetric {
         mean_of(&self.per_frame(a, b))
     }
 
+    /// Where `b` differs from `a` (one frame each): (1,1,H,W) ([`Lpips::distance_map`]).
+    pub fn map(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        tch::no_grad(|| self.net.distance_map(a, b))
+    }
+
     /// Temporal flicker tLP: mean |LPIPS(x_t, x_{t−1}) − LPIPS(x̂_t, x̂_{t−1})| (lower is better).
     pub fn tlp(&self, reference: &Tensor, decoded: &Tensor) -> f64 {
         let n = reference.size()[0];

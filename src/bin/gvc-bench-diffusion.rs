@@ -6,11 +6,12 @@ use gstgvc::clips::{clip_dir, load_clip};
 use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
 use gstgvc::metrics::{mean_of, psnr, DistsMetric, LpipsMetric};
+use gstgvc::model::autoencoder::AutoencoderConfig;
 use gstgvc::model::gvc::GvcModel;
 use gstgvc::model::Precision;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<()> {
     let o = KeyValues::parse(args_or_usage(include_str!("../../docs/usage/gvc-bench-diffusion.md")))?;
@@ -39,6 +40,12 @@ fn main() -> Result<()> {
     let per_frame_path: Option<String> = o.optional("per-frame")?;
     let blends: Vec<f64> = o.list("blends")?.unwrap_or_default();
     anyhow::ensure!(blends.iter().all(|a| (0.0..=1.0).contains(a)), "--blends: weights between 0 and 1");
+    let blocks: Vec<i64> = o.list("block-oracle")?.unwrap_or_default();
+    anyhow::ensure!(
+        blocks.iter().all(|&b| b > 0 && b % AutoencoderConfig::FACTOR == 0),
+        "--block-oracle: block sizes must be multiples of the latent's {} pixels",
+        AutoencoderConfig::FACTOR
+    );
     let precision = Precision::resolve(&o.string("precision", "auto"), Device::Cpu)?;
     o.finish()?;
     let model = Arc::new(
@@ -175,17 +182,21 @@ fn main() -> Result<()> {
                 }
             }
         };
-        // Row A's and TDIR on's pictures, for the blends.
-        let mut blend_ends = Vec::new();
+        // Row A's and TDIR on's decodes, for the blends and the block oracle.
+        let mut ends = Vec::new();
         for (k, (name, mut dec)) in variants.into_iter().enumerate() {
             let decoded = decode_stream(&mut dec, &stream)?;
             row(&name, &stream, &decoded);
-            if !blends.is_empty() && (k == 0 || k == 2) {
-                blend_ends.push(Tensor::cat(&decoded.pictures, 0));
+            if k == 0 || k == 2 {
+                ends.push(decoded);
             }
         }
-        if let [plain, diffused] = &blend_ends[..] {
-            blend_rows(qp, &blends, plain, diffused, &reference, &lpips, &dists);
+        let (plain, diffused) = (Tensor::cat(&ends[0].pictures, 0), &ends[1]);
+        if !blends.is_empty() {
+            blend_rows(qp, &blends, &plain, &Tensor::cat(&diffused.pictures, 0), &reference, &lpips, &dists);
+        }
+        for &block in &blocks {
+            block_oracle_rows(qp, block, &model, &plain, diffused, &reference, &lpips, &dists);
         }
         if let Some(range) = prompt_search {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
@@ -300,6 +311,61 @@ fn blend_rows(
     );
 }
 
+/// `--block-oracle B`: each frame shows the diffusion decoder's picture in the B×B blocks
+/// where its LPIPS map against the source is lower than row A's, and D(ŷ) elsewhere: put
+/// together in pixels, and in the latent (ŷ with z⁰ in those blocks, then D once, as a
+/// decoder would). An encoder would signal one bit per block (the mask's uncoded cost is
+/// printed); frames shown without diffusion keep D(ŷ).
+#[allow(clippy::too_many_arguments)]
+fn block_oracle_rows(
+    qp: u8,
+    block: i64,
+    model: &GvcModel,
+    plain: &Tensor,
+    diffused: &Decode,
+    reference: &Tensor,
+    lpips: &LpipsMetric,
+    dists: &DistsMetric,
+) {
+    let (n, h, w) = (plain.size()[0], plain.size()[2], plain.size()[3]);
+    let (mut in_pixels, mut in_latent) = (Vec::new(), Vec::new());
+    let mut share = 0.0;
+    let up = |mask: &Tensor, size: [i64; 2], scale: i64| {
+        mask.upsample_nearest2d(size, Some(scale as f64), Some(scale as f64))
+    };
+    let pool = |m: Tensor| m.avg_pool2d([block, block], [block, block], [0, 0], true, true, None::<i64>);
+    for t in 0..n {
+        let (source, a) = (reference.narrow(0, t, 1), plain.narrow(0, t, 1));
+        let Some(z0) = &diffused.diffused_latents[t as usize] else {
+            in_pixels.push(a.shallow_clone());
+            in_latent.push(a);
+            continue;
+        };
+        let d = &diffused.pictures[t as usize];
+        let mask = pool(lpips.map(&source, d)).lt_tensor(&pool(lpips.map(&source, &a))).to_kind(Kind::Float);
+        share += mask.mean(Kind::Float).double_value(&[]);
+        in_pixels.push(&a + (d - &a) * up(&mask, [h, w], block));
+        let y_hat = &diffused.latents[t as usize];
+        let (lh, lw) = (y_hat.size()[2], y_hat.size()[3]);
+        let latent_mask = up(&mask, [lh, lw], block / AutoencoderConfig::FACTOR);
+        let mixed = tch::no_grad(|| model.autoencoder.decoder.decode(&(y_hat + (z0 - y_hat) * latent_mask)));
+        in_latent.push(mixed.clamp(0.0, 1.0).narrow(2, 0, h).narrow(3, 0, w));
+    }
+    let blocks_per_frame = ((h + block - 1) / block) * ((w + block - 1) / block);
+    for (how, frames) in [("pixels", in_pixels), ("the latent", in_latent)] {
+        let shown = Tensor::cat(&frames, 0);
+        println!(
+            "| {qp} | block oracle {block}×{block}, put together in {how} (diffusion in {:.0} % of the blocks; mask uncoded {:.4} bpp) | (same) | {:.2} | {:.4} | {:.4} | {:.4} | – | – | – |",
+            100.0 * share / n as f64,
+            blocks_per_frame as f64 / (h * w) as f64,
+            psnr(reference, &shown),
+            lpips.mean(reference, &shown),
+            dists.mean(reference, &shown),
+            lpips.tlp(reference, &shown)
+        );
+    }
+}
+
 /// A decoder with DS = `steps` and D = `independent` in place of the stream's.
 fn decoder(model: &Arc<GvcModel>, steps: u8, independent: u8) -> DecoderSession {
     let mut dec = DecoderSession::new(model.clone());
@@ -319,6 +385,9 @@ struct Timing {
 struct Decode {
     pictures: Vec<Tensor>,
     frame_types: Vec<FrameType>,
+    /// ŷ and the sampled z⁰ (None without diffusion) per frame, at the coded size.
+    latents: Vec<Tensor>,
+    diffused_latents: Vec<Option<Tensor>>,
     timing: Timing,
 }
 
@@ -327,6 +396,7 @@ fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<Decode>
     let (mut time, mut sampling, mut count, mut steps) = (0.0, 0.0, 0usize, 0usize);
     let mut pictures = Vec::with_capacity(stream.len());
     let mut frame_types = Vec::with_capacity(stream.len());
+    let (mut latents, mut diffused_latents) = (Vec::new(), Vec::new());
     for au in stream {
         let t0 = Instant::now();
         let f = dec.decode(au)?;
@@ -338,6 +408,8 @@ fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<Decode>
         }
         pictures.push(f.picture);
         frame_types.push(f.frame_type);
+        latents.push(f.latent);
+        diffused_latents.push(f.diffused_latent);
     }
     let per_frame = |x: f64| x / count.max(1) as f64;
     let timing = Timing {
@@ -345,7 +417,7 @@ fn decode_stream(dec: &mut DecoderSession, stream: &[Vec<u8>]) -> Result<Decode>
         sampling_ms_per_p_frame: 1000.0 * per_frame(sampling),
         network_steps_per_p_frame: per_frame(steps as f64),
     };
-    Ok(Decode { pictures, frame_types, timing })
+    Ok(Decode { pictures, frame_types, latents, diffused_latents, timing })
 }
 
 /// Median and range of per-round ratios.

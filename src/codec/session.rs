@@ -617,7 +617,8 @@ impl Renderer {
     }
 
     /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
-    /// point `prompt_qp`'s prompt. None: the frame is shown without diffusion (no prompt, or
+    /// point `prompt_qp`'s prompt, and the sampled z⁰ it decodes (in ŷ's space). None: the
+    /// frame is shown without diffusion (no prompt, or
     /// DS = 0) as D(ŷ) exactly, which the caller holds or decodes (the encoder already has it as
     /// its reconstruction); the next P-frame then has no predictions to reuse.
     fn render(
@@ -628,7 +629,7 @@ impl Renderer {
         guide: &DiffusionGuide,
         prompt_qp: Option<i64>,
         settings: &SamplingSettings,
-    ) -> Option<(Tensor, SamplingStats)> {
+    ) -> Option<(Tensor, Tensor, SamplingStats)> {
         let intra = packet.frame_type == FrameType::Intra;
         if intra || prompt_qp.is_none() {
             self.buffer.reset();
@@ -661,8 +662,9 @@ impl Renderer {
             guide.motion.as_ref(),
             &mut self.buffer,
         );
-        let picture = m.autoencoder.decoder.decode(&m.from_diffusion_space(&z0)).clamp(0.0, 1.0);
-        Some((picture, stats))
+        let z0 = m.from_diffusion_space(&z0);
+        let picture = m.autoencoder.decoder.decode(&z0).clamp(0.0, 1.0);
+        Some((picture, z0, stats))
     }
 }
 
@@ -749,8 +751,8 @@ impl PromptSearch {
             }
         }
         // The displayed picture of a render: D(ŷ) where it shows no diffusion.
-        let shown = |rendered: Option<(Tensor, SamplingStats)>| match rendered {
-            Some((picture, _)) => crop_display(&picture, header),
+        let shown = |rendered: Option<(Tensor, Tensor, SamplingStats)>| match rendered {
+            Some((picture, ..)) => crop_display(&picture, header),
             None => reconstruction.shallow_clone(),
         };
         let mut pictures = Vec::with_capacity(self.tracks.len());
@@ -808,6 +810,8 @@ pub struct DecodedFrame {
     pub frame_number: u32,
     pub frame_type: FrameType,
     pub stats: SamplingStats,
+    /// The sampled z⁰ the picture decodes (ŷ's space, coded size); None without diffusion.
+    pub diffused_latent: Option<Tensor>,
 }
 
 pub struct DecoderSession {
@@ -934,10 +938,11 @@ impl DecoderSession {
             Some(q) => (q as i64).min(m.config.codec.num_qps - 1),
             None => qp + offset as i64,
         });
-        let (picture, stats) = self
-            .renderer
-            .render(m, packet, &latent, &guide, prompt_qp, &settings)
-            .unwrap_or_else(|| (m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0), SamplingStats::default()));
+        let (picture, diffused_latent, stats) =
+            match self.renderer.render(m, packet, &latent, &guide, prompt_qp, &settings) {
+                Some((picture, z0, stats)) => (picture, Some(z0), stats),
+                None => (m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0), None, SamplingStats::default()),
+            };
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),
@@ -945,6 +950,7 @@ impl DecoderSession {
             frame_number: packet.frame_number,
             frame_type: packet.frame_type,
             stats,
+            diffused_latent,
         })
     }
 }

@@ -122,23 +122,33 @@ impl Lpips {
         Self { net, lins, shift, scale }
     }
 
-    /// Per-image distance (N) between RGB batches in [0,1], using the first `layers` taps
-    /// (5 = the published metric; fewer is a cheaper training loss).
-    pub fn distance_layers(&self, a: &Tensor, b: &Tensor, layers: usize) -> Tensor {
+    /// Each of the first `layers` taps' distance map (N,1,h,w): the weighted squared
+    /// difference of the unit-normalised features.
+    fn layer_maps(&self, a: &Tensor, b: &Tensor, layers: usize) -> Vec<Tensor> {
         let prep = |x: &Tensor| (x * 2.0 - 1.0 - &self.shift) / &self.scale;
         let fa = self.net.taps(&prep(a), layers);
         let fb = self.net.taps(&prep(b), layers);
-        let mut total: Option<Tensor> = None;
-        for ((x, y), lin) in fa.iter().zip(&fb).zip(&self.lins) {
-            let norm = |t: &Tensor| t / (t.square().sum_dim_intlist(1, true, None::<tch::Kind>).sqrt() + 1e-10);
-            let d = (norm(x) - norm(y)).square().conv2d(lin, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-            let d = d.mean_dim([1i64, 2, 3].as_slice(), false, None::<tch::Kind>);
-            total = Some(match total {
-                Some(t) => t + d,
-                None => d,
-            });
-        }
-        total.expect("at least one layer")
+        let norm = |t: &Tensor| t / (t.square().sum_dim_intlist(1, true, None::<tch::Kind>).sqrt() + 1e-10);
+        fa.iter()
+            .zip(&fb)
+            .zip(&self.lins)
+            .map(|((x, y), lin)| (norm(x) - norm(y)).square().conv2d(lin, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1))
+            .collect()
+    }
+
+    /// Per-image distance (N) between RGB batches in [0,1], using the first `layers` taps
+    /// (5 = the published metric; fewer is a cheaper training loss).
+    pub fn distance_layers(&self, a: &Tensor, b: &Tensor, layers: usize) -> Tensor {
+        let means = self.layer_maps(a, b, layers).into_iter().map(|d| d.mean_dim([1i64, 2, 3].as_slice(), false, None));
+        means.reduce(|t, d| t + d).expect("at least one layer")
+    }
+
+    /// Where two images differ: (N,1,H,W), every tap's map upsampled to the image size and
+    /// summed (the published metric's `spatial` output; its mean is close to the distance).
+    pub fn distance_map(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        let size = [a.size()[2], a.size()[3]];
+        let maps = self.layer_maps(a, b, 5).into_iter().map(|d| d.upsample_bilinear2d(size, false, None, None));
+        maps.reduce(|t, d| t + d).expect("at least one layer")
     }
 
     pub fn distance(&self, a: &Tensor, b: &Tensor) -> Tensor {

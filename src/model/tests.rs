@@ -53,6 +53,17 @@ fn lpips_alexnet_matches_the_published_distances() {
     assert!((d0 - 0.7219).abs() < 2e-3, "d(ref, p0) = {d0}");
     assert!((d1 - 0.1376).abs() < 2e-3, "d(ref, p1) = {d1}");
     assert!(d(&r, &r).abs() < 1e-6);
+    // The map locates a change (left half from p0, right half the reference) and averages to
+    // about the distance (each tap's map is upsampled, which moves its mean a little).
+    let w = r.size()[3];
+    let half = Tensor::cat(&[p0.narrow(3, 0, w / 2), r.narrow(3, w / 2, w - w / 2)], 3);
+    let map = tch::no_grad(|| lpips.distance_map(&r, &half));
+    assert_eq!(map.size(), [1, 1, r.size()[2], w]);
+    let mean = |m: &Tensor| m.mean(tch::Kind::Float).double_value(&[]);
+    let (left, right) = (mean(&map.narrow(3, 0, w / 2)), mean(&map.narrow(3, w / 2, w - w / 2)));
+    assert!(left > 2.0 * right, "left {left}, right {right}");
+    let whole = d(&r, &half);
+    assert!((mean(&map) - whole).abs() < 0.1 * whole, "map mean {} against distance {whole}", mean(&map));
 }
 
 #[test]
