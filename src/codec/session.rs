@@ -618,9 +618,9 @@ impl Renderer {
 
     /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
     /// point `prompt_qp`'s prompt, and the sampled z⁰ it decodes (in ŷ's space). None: the
-    /// frame is shown without diffusion (no prompt, or
-    /// DS = 0) as D(ŷ) exactly, which the caller holds or decodes (the encoder already has it as
-    /// its reconstruction); the next P-frame then has no predictions to reuse.
+    /// frame is shown without diffusion (no prompt, or DS = 0) as D(ŷ) exactly, which the
+    /// caller holds or decodes (the encoder already has it as its reconstruction); the next
+    /// P-frame then has no predictions to reuse.
     fn render(
         &mut self,
         m: &GvcModel,
