@@ -195,8 +195,8 @@ fn main() -> Result<()> {
         if !blends.is_empty() {
             blend_rows(qp, &blends, &plain, &Tensor::cat(&diffused.pictures, 0), &reference, &lpips, &dists);
         }
-        for &block in &blocks {
-            block_oracle_rows(qp, block, &model, &plain, diffused, &reference, &lpips, &dists);
+        if !blocks.is_empty() {
+            block_oracle_rows(qp, &blocks, &model, &plain, diffused, &reference, &lpips, &dists);
         }
         if let Some(range) = prompt_search {
             let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
@@ -311,7 +311,7 @@ fn blend_rows(
     );
 }
 
-/// `--block-oracle B`: each frame shows the diffusion decoder's picture in the B×B blocks
+/// `--block-oracle B,…`: per block size B, each frame shows the diffusion decoder's picture in the B×B blocks
 /// where its LPIPS map against the source is lower than row A's, and D(ŷ) elsewhere: put
 /// together in pixels, and in the latent (ŷ with z⁰ in those blocks, then D once, as a
 /// decoder would). An encoder would signal one bit per block (the mask's uncoded cost is
@@ -319,7 +319,7 @@ fn blend_rows(
 #[allow(clippy::too_many_arguments)]
 fn block_oracle_rows(
     qp: u8,
-    block: i64,
+    blocks: &[i64],
     model: &GvcModel,
     plain: &Tensor,
     diffused: &Decode,
@@ -328,41 +328,54 @@ fn block_oracle_rows(
     dists: &DistsMetric,
 ) {
     let (n, h, w) = (plain.size()[0], plain.size()[2], plain.size()[3]);
-    let (mut in_pixels, mut in_latent) = (Vec::new(), Vec::new());
-    let mut share = 0.0;
+    // The LPIPS maps (diffused, row A) do not depend on the block size: once per frame.
+    let maps: Vec<Option<(Tensor, Tensor)>> = (0..n)
+        .map(|t| {
+            let source = reference.narrow(0, t, 1);
+            diffused.diffused_latents[t as usize].as_ref().map(|_| {
+                (lpips.map(&source, &diffused.pictures[t as usize]), lpips.map(&source, &plain.narrow(0, t, 1)))
+            })
+        })
+        .collect();
     let up = |mask: &Tensor, size: [i64; 2], scale: i64| {
         mask.upsample_nearest2d(size, Some(scale as f64), Some(scale as f64))
     };
-    let pool = |m: Tensor| m.avg_pool2d([block, block], [block, block], [0, 0], true, true, None::<i64>);
-    for t in 0..n {
-        let (source, a) = (reference.narrow(0, t, 1), plain.narrow(0, t, 1));
-        let Some(z0) = &diffused.diffused_latents[t as usize] else {
-            in_pixels.push(a.shallow_clone());
-            in_latent.push(a);
-            continue;
-        };
-        let d = &diffused.pictures[t as usize];
-        let mask = pool(lpips.map(&source, d)).lt_tensor(&pool(lpips.map(&source, &a))).to_kind(Kind::Float);
-        share += mask.mean(Kind::Float).double_value(&[]);
-        in_pixels.push(&a + (d - &a) * up(&mask, [h, w], block));
-        let y_hat = &diffused.latents[t as usize];
-        let (lh, lw) = (y_hat.size()[2], y_hat.size()[3]);
-        let latent_mask = up(&mask, [lh, lw], block / AutoencoderConfig::FACTOR);
-        let mixed = tch::no_grad(|| model.autoencoder.decoder.decode(&(y_hat + (z0 - y_hat) * latent_mask)));
-        in_latent.push(mixed.clamp(0.0, 1.0).narrow(2, 0, h).narrow(3, 0, w));
-    }
-    let blocks_per_frame = ((h + block - 1) / block) * ((w + block - 1) / block);
-    for (how, frames) in [("pixels", in_pixels), ("the latent", in_latent)] {
-        let shown = Tensor::cat(&frames, 0);
-        println!(
-            "| {qp} | block oracle {block}×{block}, put together in {how} (diffusion in {:.0} % of the blocks; mask uncoded {:.4} bpp) | (same) | {:.2} | {:.4} | {:.4} | {:.4} | – | – | – |",
-            100.0 * share / n as f64,
-            blocks_per_frame as f64 / (h * w) as f64,
-            psnr(reference, &shown),
-            lpips.mean(reference, &shown),
-            dists.mean(reference, &shown),
-            lpips.tlp(reference, &shown)
-        );
+    for &block in blocks {
+        let (mut in_pixels, mut in_latent) = (Vec::new(), Vec::new());
+        let mut share = 0.0;
+        let pool = |m: &Tensor| m.avg_pool2d([block, block], [block, block], [0, 0], true, true, None::<i64>);
+        for t in 0..n {
+            let a = plain.narrow(0, t, 1);
+            let (Some(z0), Some((diffused_map, plain_map))) =
+                (&diffused.diffused_latents[t as usize], &maps[t as usize])
+            else {
+                in_pixels.push(a.shallow_clone());
+                in_latent.push(a);
+                continue;
+            };
+            let d = &diffused.pictures[t as usize];
+            let mask = pool(diffused_map).lt_tensor(&pool(plain_map)).to_kind(Kind::Float);
+            share += mask.mean(Kind::Float).double_value(&[]);
+            in_pixels.push(&a + (d - &a) * up(&mask, [h, w], block));
+            let y_hat = &diffused.latents[t as usize];
+            let (lh, lw) = (y_hat.size()[2], y_hat.size()[3]);
+            let latent_mask = up(&mask, [lh, lw], block / AutoencoderConfig::FACTOR);
+            let mixed = tch::no_grad(|| model.autoencoder.decoder.decode(&(y_hat + (z0 - y_hat) * latent_mask)));
+            in_latent.push(mixed.clamp(0.0, 1.0).narrow(2, 0, h).narrow(3, 0, w));
+        }
+        let blocks_per_frame = ((h + block - 1) / block) * ((w + block - 1) / block);
+        for (how, frames) in [("pixels", in_pixels), ("the latent", in_latent)] {
+            let shown = Tensor::cat(&frames, 0);
+            println!(
+                "| {qp} | block oracle {block}×{block}, put together in {how} (diffusion in {:.0} % of the blocks; mask uncoded {:.4} bpp) | (same) | {:.2} | {:.4} | {:.4} | {:.4} | – | – | – |",
+                100.0 * share / n as f64,
+                blocks_per_frame as f64 / (h * w) as f64,
+                psnr(reference, &shown),
+                lpips.mean(reference, &shown),
+                dists.mean(reference, &shown),
+                lpips.tlp(reference, &shown)
+            );
+        }
     }
 }
 
