@@ -41,6 +41,7 @@ fn main() -> Result<()> {
             rate_target: None,
             rounding_offset,
             prompt_search: None,
+            diffusion_mask: false,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         println!("\n{clip_name} qp {qp}: {n} frames {}x{}, bytes per part (ideal)", clip.width(), clip.height());

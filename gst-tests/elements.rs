@@ -204,12 +204,13 @@ fn rounding_offset_spends_fewer_bytes() {
 }
 
 #[test]
-fn prompt_search_signals_prompts_the_decoder_takes() {
+fn prompt_search_and_masks_signal_what_the_decoder_takes() {
     init();
-    let encode = |search: Option<i32>| {
+    let encode = |search: Option<i32>, mask: bool| {
         let mut h = gst_check::Harness::new("gvcenc");
         let enc = h.element().unwrap();
         assert_eq!(enc.property::<i32>("prompt-search"), -1, "default: every frame its own prompt");
+        assert!(!enc.property::<bool>("diffusion-mask"), "default: no diffusion masks");
         // The shipped model (named: another test sets GVC_MODEL): a random denoiser's
         // zero-initialised output ignores the prompt.
         enc.set_property("model", gstgvc::video::DEFAULT_MODEL);
@@ -219,35 +220,38 @@ fn prompt_search_signals_prompts_the_decoder_takes() {
         if let Some(range) = search {
             enc.set_property("prompt-search", range);
         }
+        enc.set_property("diffusion-mask", mask);
         h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
         push_frames(&mut h, 64, 48, 0..6);
         h.push_event(gst::event::Eos::new());
         std::iter::from_fn(|| h.try_pull()).collect::<Vec<_>>()
     };
-    let offsets = |buffers: &[gst::Buffer]| -> Vec<Option<i8>> {
-        buffers
-            .iter()
-            .map(|b| {
-                gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame.prompt_offset
-            })
-            .collect()
-    };
-    assert_eq!(offsets(&encode(None)), vec![Some(0); 6]);
-    let searched = encode(Some(2));
+    let frame =
+        |b: &gst::Buffer| gstgvc::codec::bitstream::parse_access_unit(&b.map_readable().unwrap()).unwrap().frame;
+    let offsets =
+        |buffers: &[gst::Buffer]| -> Vec<Option<i8>> { buffers.iter().map(|b| frame(b).prompt_offset).collect() };
+    assert_eq!(offsets(&encode(None, false)), vec![Some(0); 6]);
+    let searched = encode(Some(2), false);
     // Another prompt or none (no diffusion) somewhere.
     let chosen = offsets(&searched);
     assert!(
         chosen.iter().all(|o| o.is_none_or(|o| o.abs() <= 2)) && chosen.iter().any(|&o| o != Some(0)),
         "{chosen:?}"
     );
-    let mut d = gst_check::Harness::new("gvcdec");
-    d.element().unwrap().set_property("model", gstgvc::video::DEFAULT_MODEL);
-    d.set_src_caps_str("video/x-gvc,stream-format=packets,parsed=true");
-    for b in searched {
-        d.push(b).unwrap();
+    // Masks alone search the own prompt against none; a masked frame carries a second sub-stream.
+    let masked = encode(None, true);
+    let substreams: Vec<usize> = masked.iter().map(|b| frame(b).substreams.len()).collect();
+    assert!(substreams.contains(&2), "no frame has a mask: {substreams:?}");
+    for buffers in [searched, masked] {
+        let mut d = gst_check::Harness::new("gvcdec");
+        d.element().unwrap().set_property("model", gstgvc::video::DEFAULT_MODEL);
+        d.set_src_caps_str("video/x-gvc,stream-format=packets,parsed=true");
+        for b in buffers {
+            d.push(b).unwrap();
+        }
+        d.push_event(gst::event::Eos::new());
+        assert_eq!(std::iter::from_fn(|| d.try_pull()).count(), 6, "every frame decodes");
     }
-    d.push_event(gst::event::Eos::new());
-    assert_eq!(std::iter::from_fn(|| d.try_pull()).count(), 6, "every frame decodes");
 }
 
 #[test]
@@ -524,6 +528,7 @@ fn real_clip_through_decodebin_and_the_engine_agree() {
         rate_target: None,
         rounding_offset: 0.5,
         prompt_search: None,
+        diffusion_mask: false,
     };
     let mut enc = gstgvc::codec::session::EncoderSession::new(model, &params).unwrap();
     for (t, s) in samples.iter().enumerate() {

@@ -113,6 +113,7 @@ fn main() -> Result<()> {
             rate_target: None,
             rounding_offset: 0.5,
             prompt_search: None,
+            diffusion_mask: false,
         };
         let mut enc = EncoderSession::new(model.clone(), &params)?;
         let started = Instant::now();

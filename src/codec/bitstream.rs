@@ -12,8 +12,10 @@ pub const SEQUENCE_MAGIC: [u8; 4] = *b"GVCv";
 /// The version this build writes. Version 2 added the frame's prompt offset in the high half of
 /// the byte that was version 1's QP index (where version 1 always has zeros); version 3 gave
 /// that half's value 0x8 (−8) to frames shown without diffusion, which no version-2 encoder
-/// wrote (its offsets stop at ±7). This build reads all three.
-pub const FORMAT_VERSION: u8 = 3;
+/// wrote (its offsets stop at ±7). Version 4 lets a frame shown with diffusion carry a second
+/// sub-stream, its diffusion mask ([`DiffusionMask`](super::mask::DiffusionMask)), where
+/// earlier versions have exactly one. This build reads all four.
+pub const FORMAT_VERSION: u8 = 4;
 /// Rate points a stream may have: the frame header holds the QP index in four bits.
 pub const MAX_RATE_POINTS: u8 = 16;
 /// Bound on a unit's payload: a damaged size field can never cause a large allocation.
@@ -467,11 +469,13 @@ mod tests {
     }
 
     #[test]
-    fn version_1_streams_are_read_with_the_frames_own_prompt() {
+    fn older_versions_are_read_and_version_1_frames_take_their_own_prompt() {
         // Version 1 had the QP index alone in the byte that now also holds the prompt offset.
         let mut p = header().to_payload();
-        p[4] = 1;
-        assert_eq!(SequenceHeader::from_payload(&p).unwrap(), header());
+        for version in 1..=FORMAT_VERSION {
+            p[4] = version;
+            assert_eq!(SequenceHeader::from_payload(&p).unwrap(), header(), "version {version}");
+        }
         let v1_frame = [0x85, 0x01, 3, 7, 1, 2, 0xAB, 0xCD];
         let f = FramePacket::from_payload(FrameType::Inter, &v1_frame).unwrap();
         assert_eq!((f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed), (133, 3, Some(0), 7));

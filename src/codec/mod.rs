@@ -2,6 +2,7 @@
 
 pub mod bitstream;
 pub mod entropy;
+pub mod mask;
 pub mod rate_control;
 pub mod session;
 

@@ -7,6 +7,7 @@
 
 use super::bitstream::{self, FramePacket, FrameType, SequenceHeader};
 use super::entropy::{GaussianConditional, RansDecoder, RansEncoder, SURPRISE_SYMBOL_BITS};
+use super::mask::DiffusionMask;
 use super::rate_control::{RateController, RateTarget};
 use crate::diffusion::{self, DiffusionBuffer, NoiseSchedule, SamplingPlan, SamplingStats};
 use crate::model::codec::{split_log_params, CheckerboardPrior, CodePrior, TemporalContext};
@@ -279,6 +280,11 @@ pub struct EncoderParams {
     /// diffusion, the cheapest guard against a denoiser that harms the content. None: every
     /// frame takes its own rate point's prompt, and the encoder runs no diffusion.
     pub prompt_search: Option<u8>,
+    /// Signal per 32×32 block whether the decoder shows the diffusion output or D(ŷ) (a
+    /// [`DiffusionMask`], format version 4): the blocks where the diffusion output's LPIPS
+    /// map against the source is lower. Runs the prompt search's diffusion decodes (range 0
+    /// when `prompt_search` is None) and weighs its prompts by the masked pictures.
+    pub diffusion_mask: bool,
 }
 
 pub struct EncodedFrame {
@@ -298,6 +304,9 @@ pub struct EncodedFrame {
     pub prompt_offset: Option<i8>,
     /// With a prompt search, the picture the decoder displays (display size).
     pub display: Option<Tensor>,
+    /// The signalled diffusion mask; None: the frame shows its diffusion output (if any)
+    /// everywhere.
+    pub diffusion_mask: Option<DiffusionMask>,
 }
 
 /// A P-frame is a restart candidate only above this multiple of the GOP's first P-frame: on
@@ -372,8 +381,8 @@ impl EncoderSession {
             )?),
             None => None,
         };
-        let prompt_search = match params.prompt_search {
-            Some(range) if header.diffusion_steps > 0 => Some(PromptSearch::new(&model, range)?),
+        let prompt_search = match params.prompt_search.or(params.diffusion_mask.then_some(0)) {
+            Some(range) if header.diffusion_steps > 0 => Some(PromptSearch::new(&model, range, params.diffusion_mask)?),
             _ => None,
         };
         Ok(Self {
@@ -482,13 +491,16 @@ impl EncoderSession {
         let frame_type = chosen.packet.frame_type;
         let picture = m.autoencoder.decoder.decode(&chosen.latent).clamp(0.0, 1.0);
         let reconstruction = crop_display(&picture, &self.header);
-        let display = match self.prompt_search.as_mut() {
+        let (display, diffusion_mask) = match self.prompt_search.as_mut() {
             Some(search) => {
-                let (offset, display) = search.choose(m, &self.header, &chosen, &reconstruction, frame, restarted)?;
-                chosen.packet.prompt_offset = offset;
-                Some(display)
+                let choice = search.choose(m, &self.header, &chosen, &reconstruction, frame, restarted)?;
+                chosen.packet.prompt_offset = choice.offset;
+                if let Some(mask) = &choice.mask {
+                    chosen.packet.substreams.push(mask.encode());
+                }
+                (Some(choice.picture), choice.mask)
             }
-            None => None,
+            None => (None, None),
         };
         let data = chosen.access_unit(&self.header);
         if first_p && frame_type == FrameType::Inter {
@@ -508,6 +520,7 @@ impl EncoderSession {
             bit_split,
             prompt_offset: packet.prompt_offset,
             display,
+            diffusion_mask,
         })
     }
 
@@ -616,9 +629,9 @@ impl Renderer {
         Self { schedule: NoiseSchedule::new(&model.config.denoiser), buffer: DiffusionBuffer::default() }
     }
 
-    /// The picture (coded size) of frame `packet` with decoded latent ŷ, conditioned on rate
-    /// point `prompt_qp`'s prompt, and the sampled z⁰ it decodes (in ŷ's space). None: the
-    /// frame is shown without diffusion (no prompt, or DS = 0) as D(ŷ) exactly, which the
+    /// The sampled z⁰ (in ŷ's space, coded size) of frame `packet` with decoded latent ŷ,
+    /// conditioned on rate point `prompt_qp`'s prompt; [`diffused_picture`] decodes it. None:
+    /// the frame is shown without diffusion (no prompt, or DS = 0) as D(ŷ) exactly, which the
     /// caller holds or decodes (the encoder already has it as its reconstruction); the next
     /// P-frame then has no predictions to reuse.
     fn render(
@@ -629,7 +642,7 @@ impl Renderer {
         guide: &DiffusionGuide,
         prompt_qp: Option<i64>,
         settings: &SamplingSettings,
-    ) -> Option<(Tensor, Tensor, SamplingStats)> {
+    ) -> Option<(Tensor, SamplingStats)> {
         let intra = packet.frame_type == FrameType::Intra;
         if intra || prompt_qp.is_none() {
             self.buffer.reset();
@@ -662,10 +675,18 @@ impl Renderer {
             guide.motion.as_ref(),
             &mut self.buffer,
         );
-        let z0 = m.from_diffusion_space(&z0);
-        let picture = m.autoencoder.decoder.decode(&z0).clamp(0.0, 1.0);
-        Some((picture, z0, stats))
+        Some((m.from_diffusion_space(&z0), stats))
     }
+}
+
+/// The picture (coded size) the decoder shows for a sampled z⁰: D(z⁰), or with a diffusion
+/// mask D(ŷ + m·(z⁰ − ŷ)).
+fn diffused_picture(m: &GvcModel, latent: &Tensor, z0: &Tensor, mask: Option<&DiffusionMask>) -> Tensor {
+    let shown = match mask {
+        Some(mask) => mask.compose(latent, z0),
+        None => z0.shallow_clone(),
+    };
+    m.autoencoder.decoder.decode(&shown).clamp(0.0, 1.0)
 }
 
 /// The encoder's QPP prompt choice ([`EncoderParams::prompt_search`]).
@@ -686,9 +707,17 @@ impl Renderer {
 /// +3–9 % LPIPS on every P-frame there, +1.5 and +4.7 % at its I-frames) the encoder signals
 /// that instead. A GOP that adaptive intra started early (a scene cut or a drifted chain)
 /// drops the previous GOP's evidence: it was measured on other content.
+///
+/// With diffusion masks ([`EncoderParams::diffusion_mask`]) each track's frame shows its
+/// diffusion output only in the blocks where that is closer to the source than D(ŷ), and the
+/// track is weighed by that masked picture's distance (estimated from the LPIPS maps). The
+/// TDIR buffer does not depend on the mask, so this per-frame choice leaves the tracks as
+/// they were.
 struct PromptSearch {
     lpips: Lpips,
     tracks: Vec<PromptTrack>,
+    /// Whether frames get a diffusion mask.
+    mask: bool,
     /// The decoder's state when no track holds it.
     decoder: Renderer,
 }
@@ -707,7 +736,7 @@ struct PromptTrack {
 }
 
 impl PromptSearch {
-    fn new(model: &GvcModel, range: u8) -> Result<Self> {
+    fn new(model: &GvcModel, range: u8, mask: bool) -> Result<Self> {
         let lpips = Lpips::pretrained(Backbone::AlexNet, model.device)
             .context("the prompt search measures pictures with LPIPS (AlexNet)")?;
         let range = (range as i64).min(*bitstream::PROMPT_OFFSETS.end() as i64).min(model.config.codec.num_qps - 1);
@@ -724,12 +753,12 @@ impl PromptSearch {
                 in_step: true,
             })
             .collect();
-        Ok(Self { lpips, tracks, decoder: Renderer::new(model) })
+        Ok(Self { lpips, tracks, mask, decoder: Renderer::new(model) })
     }
 
-    /// The prompt offset to signal for `chosen` (None: no diffusion) and the picture the
-    /// decoder will show (display size). `reconstruction`: D(ŷ) at the display size.
-    /// `restarted`: adaptive intra made this I-frame early.
+    /// What to signal for `chosen` and the picture the decoder will show (display size).
+    /// `reconstruction`: D(ŷ) at the display size. `restarted`: adaptive intra made this
+    /// I-frame early.
     fn choose(
         &mut self,
         m: &GvcModel,
@@ -738,7 +767,7 @@ impl PromptSearch {
         reconstruction: &Tensor,
         source: &Tensor,
         restarted: bool,
-    ) -> Result<(Option<i8>, Tensor)> {
+    ) -> Result<PromptChoice> {
         let packet = &chosen.packet;
         let qp = packet.qp_index as i64;
         let steps = (header.diffusion_steps as usize, header.independent_steps as usize);
@@ -750,40 +779,102 @@ impl PromptSearch {
                 (track.previous_gop, track.distance, track.in_step) = (previous, 0.0, true);
             }
         }
-        // The displayed picture of a render: D(ŷ) where it shows no diffusion.
-        let shown = |rendered: Option<(Tensor, Tensor, SamplingStats)>| match rendered {
-            Some((picture, ..)) => crop_display(&picture, header),
-            None => reconstruction.shallow_clone(),
+        // With masks every track is measured by distance maps, D(ŷ)'s once per frame.
+        let plain_map = self.mask.then(|| self.lpips.distance_map(reconstruction, &source));
+        let measure = |lpips: &Lpips, z0: Option<Tensor>| match (z0, &plain_map) {
+            (None, Some(plain)) => (plain.mean(Kind::Float).double_value(&[]), None),
+            (None, None) => (lpips.distance(reconstruction, &source).double_value(&[0]), None),
+            (Some(z0), plain) => {
+                let sampled = Sampled::new(m, header, lpips, &chosen.latent, z0, &source, plain.as_ref());
+                (sampled.distance, Some(sampled))
+            }
         };
-        let mut pictures = Vec::with_capacity(self.tracks.len());
+        let mut sampled = Vec::with_capacity(self.tracks.len());
         for track in &mut self.tracks {
             let prompt_qp = track.offset.map(|o| qp + o as i64);
             if prompt_qp.is_some_and(|p| !(0..m.config.codec.num_qps).contains(&p)) {
                 // Not a prompt at this rate point: the track drops out of this GOP.
                 track.distance = f64::INFINITY;
-                pictures.push(None);
+                sampled.push(None);
                 continue;
             }
-            let picture = shown(track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings));
-            track.distance += self.lpips.distance(&picture, &source).double_value(&[0]);
-            pictures.push(Some(picture));
+            let rendered = track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
+            let (distance, track_sampled) = measure(&self.lpips, rendered.map(|(z0, _)| z0));
+            track.distance += distance;
+            sampled.push(track_sampled);
         }
         let score = |t: &PromptTrack| t.previous_gop + t.distance;
         let lead = (0..self.tracks.len())
             .min_by(|&a, &b| score(&self.tracks[a]).total_cmp(&score(&self.tracks[b])))
             .context("no prompt to try")?;
         let offset = self.tracks[lead].offset;
-        let picture = if self.tracks[lead].in_step {
+        let shown = if self.tracks[lead].in_step {
             self.decoder.buffer = self.tracks[lead].renderer.buffer.snapshot();
-            pictures[lead].take().context("the leading track has no picture")?
+            sampled[lead].take()
         } else {
             let prompt_qp = offset.map(|o| qp + o as i64);
-            shown(self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings))
+            let rendered = self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
+            measure(&self.lpips, rendered.map(|(z0, _)| z0)).1
         };
         for track in &mut self.tracks {
             track.in_step &= track.offset == offset;
         }
-        Ok((offset, picture))
+        let Some(shown) = shown else {
+            return Ok(PromptChoice { offset, mask: None, picture: reconstruction.shallow_clone() });
+        };
+        // A mask over every block is no mask.
+        Ok(match shown.mask.filter(|mask| !mask.is_full()) {
+            Some(mask) => {
+                let picture = crop_display(&diffused_picture(m, &chosen.latent, &shown.z0, Some(&mask)), header);
+                PromptChoice { offset, mask: Some(mask), picture }
+            }
+            None => PromptChoice { offset, mask: None, picture: shown.picture },
+        })
+    }
+}
+
+/// What the prompt search signals for a frame.
+struct PromptChoice {
+    /// None: no diffusion.
+    offset: Option<i8>,
+    mask: Option<DiffusionMask>,
+    /// The picture the decoder shows (display size).
+    picture: Tensor,
+}
+
+/// A track's diffusion decode of the current frame.
+struct Sampled {
+    z0: Tensor,
+    /// D(z⁰) at the display size.
+    picture: Tensor,
+    /// With masks: the blocks where D(z⁰) is closer to the source than D(ŷ).
+    mask: Option<DiffusionMask>,
+    /// LPIPS to the source; with a mask, estimated from the two distance maps.
+    distance: f64,
+}
+
+impl Sampled {
+    /// `plain_map`: D(ŷ)'s LPIPS distance map against the source, when masks are chosen.
+    fn new(
+        m: &GvcModel,
+        header: &SequenceHeader,
+        lpips: &Lpips,
+        latent: &Tensor,
+        z0: Tensor,
+        source: &Tensor,
+        plain_map: Option<&Tensor>,
+    ) -> Self {
+        let picture = crop_display(&diffused_picture(m, latent, &z0, None), header);
+        let (mask, distance) = match plain_map {
+            Some(plain) => {
+                let map = lpips.distance_map(&picture, source);
+                let mask = DiffusionMask::from_distance_maps(&map, plain);
+                let distance = mask.masked_distance(&map, plain);
+                (Some(mask), distance)
+            }
+            None => (None, lpips.distance(&picture, source).double_value(&[0])),
+        };
+        Self { z0, picture, mask, distance }
     }
 }
 
@@ -810,8 +901,12 @@ pub struct DecodedFrame {
     pub frame_number: u32,
     pub frame_type: FrameType,
     pub stats: SamplingStats,
-    /// The sampled z⁰ the picture decodes (ŷ's space, coded size); None without diffusion.
+    /// The sampled z⁰ (ŷ's space, coded size), before any diffusion mask; None without
+    /// diffusion.
     pub diffused_latent: Option<Tensor>,
+    /// The frame's diffusion mask, when it has one and was shown with diffusion: the picture
+    /// decodes z⁰ only in its blocks and ŷ elsewhere.
+    pub mask: Option<DiffusionMask>,
 }
 
 pub struct DecoderSession {
@@ -896,14 +991,33 @@ impl DecoderSession {
                 self.model.config.codec.num_qps
             );
         }
-        ensure!(packet.substreams.len() == 1, "frame has {} sub-streams, expected 1", packet.substreams.len());
+        let mask = match packet.substreams.len() {
+            1 => None,
+            2 => {
+                ensure!(
+                    packet.prompt_offset.is_some(),
+                    "frame {} carries a diffusion mask but is shown without diffusion",
+                    packet.frame_number
+                );
+                let (rows, cols) = DiffusionMask::grid(header.coded_height, header.coded_width);
+                let mask = DiffusionMask::decode(&packet.substreams[1], rows, cols)
+                    .with_context(|| format!("frame {}", packet.frame_number))?;
+                Some(mask)
+            }
+            n => bail!("frame {} has {n} sub-streams, expected 1 (or 2 with a diffusion mask)", packet.frame_number),
+        };
         if packet.frame_type == FrameType::Inter && self.reference.is_none() {
             return Err(MissingReference.into());
         }
-        tch::no_grad(|| self.decode_inner(&header, &packet))
+        tch::no_grad(|| self.decode_inner(&header, &packet, mask))
     }
 
-    fn decode_inner(&mut self, header: &SequenceHeader, packet: &FramePacket) -> Result<DecodedFrame> {
+    fn decode_inner(
+        &mut self,
+        header: &SequenceHeader,
+        packet: &FramePacket,
+        mask: Option<DiffusionMask>,
+    ) -> Result<DecodedFrame> {
         let m = &*self.model;
         let (ch, cw) = (header.coded_height as i64, header.coded_width as i64);
         let code_hw = (ch / 16, cw / 16);
@@ -940,9 +1054,10 @@ impl DecoderSession {
         });
         let (picture, diffused_latent, stats) =
             match self.renderer.render(m, packet, &latent, &guide, prompt_qp, &settings) {
-                Some((picture, z0, stats)) => (picture, Some(z0), stats),
+                Some((z0, stats)) => (diffused_picture(m, &latent, &z0, mask.as_ref()), Some(z0), stats),
                 None => (m.autoencoder.decoder.decode(&latent).clamp(0.0, 1.0), None, SamplingStats::default()),
             };
+        let mask = mask.filter(|_| diffused_latent.is_some());
         self.reference = Some(Reference { latent: latent.shallow_clone(), code, picture: None });
         Ok(DecodedFrame {
             picture: crop_display(&picture, header),
@@ -951,6 +1066,7 @@ impl DecoderSession {
             frame_type: packet.frame_type,
             stats,
             diffused_latent,
+            mask,
         })
     }
 }

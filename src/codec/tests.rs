@@ -32,6 +32,7 @@ fn params(w: u32, h: u32, ds: u8, d: u8) -> EncoderParams {
         rate_target: None,
         rounding_offset: 0.5,
         prompt_search: None,
+        diffusion_mask: false,
     }
 }
 
@@ -750,4 +751,73 @@ fn prompt_search_signals_no_diffusion_where_the_denoiser_hurts() {
             assert!(d.equal(&e.reconstruction) && d.equal(e.display.as_ref().unwrap()), "range {range} frame {i}");
         }
     }
+}
+
+/// `au` with its frame's sub-streams replaced.
+fn with_substreams(au: &[u8], substreams: Vec<Vec<u8>>) -> Vec<u8> {
+    let parsed = bitstream::parse_access_unit(au).unwrap();
+    let mut data = parsed.sequence_header.map(|h| h.to_unit()).unwrap_or_default();
+    data.extend(bitstream::FramePacket { substreams, ..parsed.frame }.to_unit());
+    data
+}
+
+#[test]
+fn diffusion_masks_show_the_encoders_picture_and_never_carry_over() {
+    let model = shipped_model();
+    let frames = real_frames(4);
+    let p = EncoderParams { qp: 0, intra_period: 32, diffusion_mask: true, ..params(176, 144, 4, 2) };
+    let encoded = encode_frames(&model, &frames, &p);
+    let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
+    let mut dec = DecoderSession::new(model.clone());
+    let decoded: Vec<DecodedFrame> = stream.iter().map(|au| dec.decode(au).unwrap()).collect();
+    for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
+        assert!(e.display.as_ref().unwrap().equal(&d.picture), "frame {i}: the decoder shows another picture");
+        assert_eq!(d.mask, e.diffusion_mask, "frame {i}");
+        let packet = bitstream::parse_access_unit(&e.data).unwrap().frame;
+        assert_eq!(packet.substreams.len(), 1 + e.diffusion_mask.is_some() as usize, "frame {i}");
+    }
+    // Carphone at QP 0 (session 38): the own prompt, diffusion in 77–93 % of the blocks.
+    let partial = |e: &EncodedFrame| e.diffusion_mask.as_ref().is_some_and(|m| m.share() > 0.0 && m.share() < 1.0);
+    assert!(partial(&encoded[1]), "frame 1 has no partial mask; the test no longer covers masks");
+    // Without frame 1's mask the decoder shows D(z⁰) there, from the same z⁰, and every later
+    // frame decodes as before: the TDIR buffer holds the unmasked predictions.
+    let first = |au: &Vec<u8>| bitstream::parse_access_unit(au).unwrap().frame.substreams[0].clone();
+    let mut unmasked_stream = stream.clone();
+    unmasked_stream[1] = with_substreams(&stream[1], vec![first(&stream[1])]);
+    let mut dec = DecoderSession::new(model.clone());
+    let unmasked: Vec<DecodedFrame> = unmasked_stream.iter().map(|au| dec.decode(au).unwrap()).collect();
+    let z0 = |f: &DecodedFrame| f.diffused_latent.as_ref().unwrap().shallow_clone();
+    assert!(unmasked[1].mask.is_none() && !unmasked[1].picture.equal(&decoded[1].picture));
+    assert!(z0(&unmasked[1]).equal(&z0(&decoded[1])));
+    for i in [0, 2, 3] {
+        assert!(
+            unmasked[i].picture.equal(&decoded[i].picture) && z0(&unmasked[i]).equal(&z0(&decoded[i])),
+            "frame {i}"
+        );
+    }
+    // Malformed masks are refused with clear errors.
+    let refused = |au: Vec<u8>| {
+        let mut dec = DecoderSession::new(model.clone());
+        dec.decode(&stream[0]).unwrap();
+        format!("{:#}", dec.decode(&au).unwrap_err())
+    };
+    let mask = bitstream::parse_access_unit(&stream[1]).unwrap().frame.substreams[1].clone();
+    let err = refused(with_prompt_offset(&stream[1], None));
+    assert!(err.contains("carries a diffusion mask but is shown without diffusion"), "{err}");
+    let other_grid = super::mask::DiffusionMask::new(2, 2, vec![true, false, false, true]).encode();
+    let err = refused(with_substreams(&stream[1], vec![first(&stream[1]), other_grid]));
+    assert!(err.contains("frame 1") && err.contains("diffusion mask sub-stream damaged"), "{err}");
+    let err = refused(with_substreams(&stream[1], vec![first(&stream[1]), mask.clone(), mask]));
+    assert!(err.contains("3 sub-streams"), "{err}");
+    // A stream without masks written as format version 3 decodes as before.
+    let plain: Vec<Vec<u8>> = stream.iter().map(|au| with_substreams(au, vec![first(au)])).collect();
+    let mut as_v3 = plain.clone();
+    let parsed = bitstream::parse_access_unit(&plain[0]).unwrap();
+    let mut header = parsed.sequence_header.unwrap().to_payload();
+    header[4] = 3;
+    as_v3[0] = Vec::new();
+    bitstream::write_unit(&mut as_v3[0], bitstream::UnitType::SequenceHeader, &header);
+    as_v3[0].extend(parsed.frame.to_unit());
+    let (v3, v4) = (decode_with(&model, &as_v3, 4, 2), decode_with(&model, &plain, 4, 2));
+    assert!(v3.iter().zip(&v4).all(|(a, b)| a.equal(b)));
 }

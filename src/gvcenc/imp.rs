@@ -27,6 +27,7 @@ const DEFAULT_BITRATE: u32 = 0;
 const DEFAULT_RATE_BUFFER: u32 = 1000;
 const DEFAULT_ROUNDING_OFFSET: f64 = 0.5;
 const DEFAULT_PROMPT_SEARCH: i32 = -1;
+const DEFAULT_DIFFUSION_MASK: bool = false;
 
 /// An int property whose -1 means unset, as the session takes it (`intra-qp-offset`: the
 /// model's choice; `prompt-search`: no search).
@@ -50,6 +51,7 @@ struct Settings {
     rounding_offset: f64,
     /// -1: no search.
     prompt_search: i32,
+    diffusion_mask: bool,
     model: String,
     device: String,
     precision: String,
@@ -68,6 +70,7 @@ impl Default for Settings {
             rate_buffer: DEFAULT_RATE_BUFFER,
             rounding_offset: DEFAULT_ROUNDING_OFFSET,
             prompt_search: DEFAULT_PROMPT_SEARCH,
+            diffusion_mask: DEFAULT_DIFFUSION_MASK,
             model: default_model(),
             device: DEFAULT_DEVICE.into(),
             precision: DEFAULT_PRECISION.into(),
@@ -171,6 +174,12 @@ impl ObjectImpl for GvcEnc {
                     .default_value(DEFAULT_PROMPT_SEARCH)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("diffusion-mask")
+                    .nick("Diffusion mask")
+                    .blurb("Signal per 32x32 block whether the decoder shows the diffusion output or the codec's reconstruction: the blocks where the diffusion output is closer to the source by an LPIPS map (gvc format version 4). Runs the prompt search's diffusion decodes (prompt-search 0 when it is -1); needs diffusion-steps > 0")
+                    .default_value(DEFAULT_DIFFUSION_MASK)
+                    .mutable_ready()
+                    .build(),
                 model_pspec(),
                 device_pspec(),
                 precision_pspec(),
@@ -204,6 +213,7 @@ impl ObjectImpl for GvcEnc {
             "rate-buffer" => s.rate_buffer = value.get().unwrap(),
             "rounding-offset" => s.rounding_offset = value.get().unwrap(),
             "prompt-search" => s.prompt_search = value.get().unwrap(),
+            "diffusion-mask" => s.diffusion_mask = value.get().unwrap(),
             "model" => s.model = value.get::<Option<String>>().unwrap().unwrap_or_else(default_model),
             "device" => s.device = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             "precision" => {
@@ -226,6 +236,7 @@ impl ObjectImpl for GvcEnc {
             "rate-buffer" => s.rate_buffer.to_value(),
             "rounding-offset" => s.rounding_offset.to_value(),
             "prompt-search" => s.prompt_search.to_value(),
+            "diffusion-mask" => s.diffusion_mask.to_value(),
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             "precision" => s.precision.to_value(),
@@ -303,6 +314,7 @@ impl VideoEncoderImpl for GvcEnc {
             }),
             rounding_offset: s.rounding_offset,
             prompt_search: unset_if_negative(s.prompt_search),
+            diffusion_mask: s.diffusion_mask,
         };
         let session = EncoderSession::new(model, &params).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ["Cannot start gvc encoder: {e:#}"]);
