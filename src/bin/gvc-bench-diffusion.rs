@@ -3,7 +3,8 @@
 use anyhow::{Context, Result};
 use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
-use gstgvc::codec::bitstream::FrameType;
+use gstgvc::codec::bitstream::{parse_access_unit, FramePacket, FrameType};
+use gstgvc::codec::mask::DiffusionMask;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
 use gstgvc::metrics::{mean_of, psnr, DistsMetric, LpipsMetric};
 use gstgvc::model::autoencoder::AutoencoderConfig;
@@ -11,7 +12,7 @@ use gstgvc::model::gvc::GvcModel;
 use gstgvc::model::Precision;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 fn main() -> Result<()> {
     let o = KeyValues::parse(args_or_usage(include_str!("../../docs/usage/gvc-bench-diffusion.md")))?;
@@ -23,10 +24,12 @@ fn main() -> Result<()> {
     let intra_qp_offset: Option<u8> = o.optional("intra-qp-offset")?;
     let agreements: Vec<f64> = o.list("tdir-agreements")?.unwrap_or_default();
     let timing_rounds: usize = o.value("timing-rounds", 5)?;
-    let every_prompt = match o.string("prompts", "wrong").as_str() {
-        "wrong" => false,
-        "all" => true,
-        other => anyhow::bail!("--prompts {other}: expected wrong or all"),
+    // Some(every other QP's) or Some(one wrong) or None (no wrong-prompt rows).
+    let wrong_prompt_rows = match o.string("prompts", "wrong").as_str() {
+        "wrong" => Some(false),
+        "all" => Some(true),
+        "none" => None,
+        other => anyhow::bail!("--prompts {other}: expected wrong, all or none"),
     };
     // TDIR setting of the wrong-prompt rows: D = DS/2 as decoded by default, or D = DS as
     // trained (the sampled term trains through the sampling without reuse).
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
         other => anyhow::bail!("--prompt-tdir {other}: expected on, off or both"),
     };
     let prompt_search: Option<u8> = o.optional("prompt-search")?;
+    let diffusion_mask: bool = o.value("diffusion-mask", false)?;
     let per_frame_path: Option<String> = o.optional("per-frame")?;
     let blends: Vec<f64> = o.list("blends")?.unwrap_or_default();
     anyhow::ensure!(blends.iter().all(|a| (0.0..=1.0).contains(a)), "--blends: weights between 0 and 1");
@@ -121,10 +125,10 @@ fn main() -> Result<()> {
             (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false).map(|e| e.data)).collect::<Result<_>>()?;
         let encode_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
         let num_qps = model.config.codec.num_qps as u8;
-        let wrong_prompts: Vec<u8> = if every_prompt {
-            (0..num_qps).filter(|&q| q != qp).collect()
-        } else {
-            vec![if qp == 0 { num_qps - 1 } else { 0 }]
+        let wrong_prompts: Vec<u8> = match wrong_prompt_rows {
+            Some(true) => (0..num_qps).filter(|&q| q != qp).collect(),
+            Some(false) => vec![if qp == 0 { num_qps - 1 } else { 0 }],
+            None => Vec::new(),
         };
         let half = (ds / 2).max(1);
         let variant = |name: String, steps, independent| (name, decoder(&model, steps, independent));
@@ -199,21 +203,51 @@ fn main() -> Result<()> {
         if !blocks.is_empty() {
             block_oracle_rows(qp, &blocks, &model, &plain, diffused, &reference, &lpips, &dists);
         }
-        if let Some(range) = prompt_search {
-            let searched = EncoderParams { prompt_search, independent_steps: half, ..params.clone() };
+        // The prompt search, then the same search with diffusion masks.
+        let searched_encodes = prompt_search
+            .map(|r| (r, false))
+            .into_iter()
+            .chain(diffusion_mask.then(|| (prompt_search.unwrap_or(0), true)));
+        for (range, masked) in searched_encodes {
+            let searched = EncoderParams {
+                prompt_search: Some(range),
+                diffusion_mask: masked,
+                independent_steps: half,
+                ..params.clone()
+            };
             let mut enc = EncoderSession::new(model.clone(), &searched)?;
             let started = Instant::now();
             let encoded = (0..n).map(|t| enc.encode(&clip.float_frames(t, 1), false)).collect::<Result<Vec<_>>>()?;
             let search_ms = 1000.0 * started.elapsed().as_secs_f64() / n as f64;
             let stream: Vec<Vec<u8>> = encoded.iter().map(|e| e.data.clone()).collect();
             let decoded = decode_stream(&mut decoder(&model, ds, half), &stream)?;
-            row(&format!("TDIR on, encoder-chosen prompt (±{range} or none)"), &stream, &decoded);
+            let with_masks = if masked { " and diffusion masks" } else { "" };
+            row(&format!("TDIR on, encoder-chosen prompt (±{range} or none){with_masks}"), &stream, &decoded);
             let offsets: Vec<String> =
                 encoded.iter().map(|e| e.prompt_offset.map_or("off".into(), |o| format!("{o:+}"))).collect();
             let displayed =
                 encoded.iter().zip(&decoded.pictures).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
+            // Blocks showing diffusion among the frames shown with it, and the masks' bytes
+            // (sub-stream and its size field).
+            let diffused: Vec<f64> = encoded
+                .iter()
+                .filter(|e| e.prompt_offset.is_some())
+                .map(|e| e.diffusion_mask.as_ref().map_or(1.0, DiffusionMask::share))
+                .collect();
+            let mask_bytes: usize = stream.iter().map(|au| mask_bytes(au)).sum::<Result<usize>>()?;
+            let mask_column = if masked {
+                format!(
+                    "{:.0} % of the blocks; {} of {} frames masked; {:.4} bpp",
+                    100.0 * mean_of(&diffused),
+                    encoded.iter().filter(|e| e.diffusion_mask.is_some()).count(),
+                    n,
+                    mask_bytes as f64 * 8.0 / (n * clip.width() * clip.height()) as f64
+                )
+            } else {
+                "–".into()
+            };
             searches.push(format!(
-                "| {qp} | {} | {} | {encode_ms:.1} | {search_ms:.1} |",
+                "| {qp} | ±{range}{with_masks} | {} | {mask_column} | {} | {encode_ms:.1} | {search_ms:.1} |",
                 offsets.join(" "),
                 if displayed { "yes" } else { "NO" }
             ));
@@ -236,11 +270,11 @@ fn main() -> Result<()> {
     if let Some(path) = &per_frame_path {
         std::fs::write(path, &per_frame_csv).with_context(|| format!("writing --per-frame {path}"))?;
     }
-    if let (false, Some(range)) = (searches.is_empty(), prompt_search) {
+    if !searches.is_empty() {
         println!();
-        println!("Encoder-chosen prompts (±{range}, by LPIPS to the source): the offset signalled per frame, whether the decoder displayed the encoder's picture bit for bit, and the encoder's time without and with the search:");
-        println!("| qp | prompt offset per frame | decoder = encoder's picture | encode ms / frame | with search ms / frame |");
-        println!("|---|---|---|---|---|");
+        println!("Encoder-chosen prompts (by LPIPS to the source): the offset signalled per frame, the diffusion masks, whether the decoder displayed the encoder's picture bit for bit, and the encoder's time without and with the search:");
+        println!("| qp | search | prompt offset per frame | diffusion masks | decoder = encoder's picture | encode ms / frame | with search ms / frame |");
+        println!("|---|---|---|---|---|---|---|");
         for row in &searches {
             println!("{row}");
         }
@@ -338,13 +372,9 @@ fn block_oracle_rows(
             })
         })
         .collect();
-    let up = |mask: &Tensor, size: [i64; 2], scale: i64| {
-        mask.upsample_nearest2d(size, Some(scale as f64), Some(scale as f64))
-    };
     for &block in blocks {
         let (mut in_pixels, mut in_latent) = (Vec::new(), Vec::new());
         let mut share = 0.0;
-        let pool = |m: &Tensor| m.avg_pool2d([block, block], [block, block], [0, 0], true, true, None::<i64>);
         for t in 0..n {
             let a = plain.narrow(0, t, 1);
             let (Some(z0), Some((diffused_map, plain_map))) =
@@ -354,14 +384,11 @@ fn block_oracle_rows(
                 in_latent.push(a);
                 continue;
             };
-            let d = &diffused.pictures[t as usize];
-            let mask = pool(diffused_map).lt_tensor(&pool(plain_map)).to_kind(Kind::Float);
-            share += mask.mean(Kind::Float).double_value(&[]);
-            in_pixels.push(&a + (d - &a) * up(&mask, [h, w], block));
+            let mask = DiffusionMask::from_distance_maps_in_blocks(diffused_map, plain_map, block);
+            share += mask.share();
+            in_pixels.push(mask.compose_pixels(&a, &diffused.pictures[t as usize]));
             let y_hat = &diffused.latents[t as usize];
-            let (lh, lw) = (y_hat.size()[2], y_hat.size()[3]);
-            let latent_mask = up(&mask, [lh, lw], block / AutoencoderConfig::FACTOR);
-            let mixed = tch::no_grad(|| model.autoencoder.decoder.decode(&(y_hat + (z0 - y_hat) * latent_mask)));
+            let mixed = tch::no_grad(|| model.autoencoder.decoder.decode(&mask.compose(y_hat, z0)));
             in_latent.push(mixed.clamp(0.0, 1.0).narrow(2, 0, h).narrow(3, 0, w));
         }
         let blocks_per_frame = ((h + block - 1) / block) * ((w + block - 1) / block);
@@ -378,6 +405,18 @@ fn block_oracle_rows(
             );
         }
     }
+}
+
+/// The bytes an access unit spends on its frame's diffusion mask: the sub-stream and its size
+/// field.
+fn mask_bytes(au: &[u8]) -> Result<usize> {
+    let parsed = parse_access_unit(au)?;
+    if parsed.frame.substreams.len() < 2 {
+        return Ok(0);
+    }
+    let header = parsed.sequence_header.map_or(0, |h| h.to_unit().len());
+    let unmasked = FramePacket { substreams: parsed.frame.substreams[..1].to_vec(), ..parsed.frame };
+    Ok(au.len() - header - unmasked.to_unit().len())
 }
 
 /// A decoder with DS = `steps` and D = `independent` in place of the stream's.
