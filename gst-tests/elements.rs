@@ -238,10 +238,10 @@ fn prompt_search_and_masks_signal_what_the_decoder_takes() {
         chosen.iter().all(|o| o.is_none_or(|o| o.abs() <= 2)) && chosen.iter().any(|&o| o != Some(0)),
         "{chosen:?}"
     );
-    // Masks alone search the own prompt against none; a masked frame carries a second sub-stream.
+    // Masks alone search the own prompt against none.
     let masked = encode(None, true);
-    let substreams: Vec<usize> = masked.iter().map(|b| frame(b).substreams.len()).collect();
-    assert!(substreams.contains(&2), "no frame has a mask: {substreams:?}");
+    let flags: Vec<bool> = masked.iter().map(|b| frame(b).diffusion_mask).collect();
+    assert!(flags.contains(&true), "no frame has a mask: {flags:?}");
     for buffers in [searched, masked] {
         let mut d = gst_check::Harness::new("gvcdec");
         d.element().unwrap().set_property("model", gstgvc::video::DEFAULT_MODEL);

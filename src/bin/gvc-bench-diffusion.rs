@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use gstgvc::cli::{args_or_usage, KeyValues};
 use gstgvc::clips::{clip_dir, load_clip};
-use gstgvc::codec::bitstream::{parse_access_unit, FramePacket, FrameType};
+use gstgvc::codec::bitstream::FrameType;
 use gstgvc::codec::mask::DiffusionMask;
 use gstgvc::codec::session::{DecoderSession, EncoderParams, EncoderSession};
 use gstgvc::metrics::{mean_of, psnr, DistsMetric, LpipsMetric};
@@ -227,21 +227,26 @@ fn main() -> Result<()> {
                 encoded.iter().map(|e| e.prompt_offset.map_or("off".into(), |o| format!("{o:+}"))).collect();
             let displayed =
                 encoded.iter().zip(&decoded.pictures).all(|(e, d)| e.display.as_ref().is_some_and(|p| p.equal(d)));
-            // Blocks showing diffusion among the frames shown with it, and the masks' bytes
-            // (sub-stream and its size field).
+            // Blocks showing diffusion among the frames shown with it, and the masks' bits
+            // (their ideal cost under the coder's model).
             let diffused: Vec<f64> = encoded
                 .iter()
                 .filter(|e| e.prompt_offset.is_some())
                 .map(|e| e.diffusion_mask.as_ref().map_or(1.0, DiffusionMask::share))
                 .collect();
-            let mask_bytes: usize = stream.iter().map(|au| mask_bytes(au)).sum::<Result<usize>>()?;
+            let mask_bits: f64 = encoded
+                .iter()
+                .flat_map(|e| &e.bit_split)
+                .filter(|part| part.part == "diffusion mask")
+                .map(|part| part.bits)
+                .sum();
             let mask_column = if masked {
                 format!(
                     "{:.0} % of the blocks; {} of {} frames masked; {:.4} bpp",
                     100.0 * mean_of(&diffused),
                     encoded.iter().filter(|e| e.diffusion_mask.is_some()).count(),
                     n,
-                    mask_bytes as f64 * 8.0 / (n * clip.width() * clip.height()) as f64
+                    mask_bits / (n * clip.width() * clip.height()) as f64
                 )
             } else {
                 "–".into()
@@ -405,18 +410,6 @@ fn block_oracle_rows(
             );
         }
     }
-}
-
-/// The bytes an access unit spends on its frame's diffusion mask: the sub-stream and its size
-/// field.
-fn mask_bytes(au: &[u8]) -> Result<usize> {
-    let parsed = parse_access_unit(au)?;
-    if parsed.frame.substreams.len() < 2 {
-        return Ok(0);
-    }
-    let header = parsed.sequence_header.map_or(0, |h| h.to_unit().len());
-    let unmasked = FramePacket { substreams: parsed.frame.substreams[..1].to_vec(), ..parsed.frame };
-    Ok(au.len() - header - unmasked.to_unit().len())
 }
 
 /// A decoder with DS = `steps` and D = `independent` in place of the stream's.

@@ -12,9 +12,10 @@ pub const SEQUENCE_MAGIC: [u8; 4] = *b"GVCv";
 /// The version this build writes. Version 2 added the frame's prompt offset in the high half of
 /// the byte that was version 1's QP index (where version 1 always has zeros); version 3 gave
 /// that half's value 0x8 (−8) to frames shown without diffusion, which no version-2 encoder
-/// wrote (its offsets stop at ±7). Version 4 lets a frame shown with diffusion carry a second
-/// sub-stream, its diffusion mask ([`DiffusionMask`](super::mask::DiffusionMask)), where
-/// earlier versions have exactly one. This build reads all four.
+/// wrote (its offsets stop at ±7). Version 4 lets a frame shown with diffusion carry a
+/// diffusion mask ([`DiffusionMask`](super::mask::DiffusionMask)), flagged by the high bit of
+/// the sub-stream count, which earlier versions keep clear (their count is at most 8). This
+/// build reads all four.
 pub const FORMAT_VERSION: u8 = 4;
 /// Rate points a stream may have: the frame header holds the QP index in four bits.
 pub const MAX_RATE_POINTS: u8 = 16;
@@ -317,6 +318,8 @@ pub struct FramePacket {
     pub prompt_offset: Option<i8>,
     /// Seed of the decoder's diffusion noise for this frame.
     pub noise_seed: u32,
+    /// The first sub-stream ends with the frame's diffusion mask (version 4).
+    pub diffusion_mask: bool,
     /// Entropy-coded sub-streams, in the order the frame type defines.
     pub substreams: Vec<Vec<u8>>,
 }
@@ -326,6 +329,8 @@ pub struct FramePacket {
 pub const PROMPT_OFFSETS: std::ops::RangeInclusive<i8> = -7..=7;
 /// The rate byte's high half for a frame shown without diffusion.
 const NO_DIFFUSION: u8 = 0x8;
+/// The sub-stream count's flag for a frame with a diffusion mask.
+const DIFFUSION_MASK_FLAG: u8 = 0x80;
 
 impl FramePacket {
     pub fn to_payload(&self) -> Vec<u8> {
@@ -336,7 +341,7 @@ impl FramePacket {
         let prompt = self.prompt_offset.map_or(NO_DIFFUSION, |o| o as u8 & 0x0F);
         p.push((prompt << 4) | self.qp_index);
         write_varint(&mut p, self.noise_seed);
-        p.push(self.substreams.len() as u8);
+        p.push(self.substreams.len() as u8 | if self.diffusion_mask { DIFFUSION_MASK_FLAG } else { 0 });
         for s in &self.substreams {
             write_varint(&mut p, s.len() as u32);
         }
@@ -353,7 +358,9 @@ impl FramePacket {
         let qp_index = rate & 0x0F;
         let prompt_offset = (rate >> 4 != NO_DIFFUSION).then_some((rate as i8) >> 4);
         let noise_seed = read_varint(&mut r).context("noise seed")?;
-        let count = r.read_u8().context("truncated frame header")? as usize;
+        let count_and_flag = r.read_u8().context("truncated frame header")?;
+        let diffusion_mask = count_and_flag & DIFFUSION_MASK_FLAG != 0;
+        let count = (count_and_flag & !DIFFUSION_MASK_FLAG) as usize;
         ensure!(count <= MAX_SUBSTREAMS, "{count} sub-streams (at most {MAX_SUBSTREAMS})");
         let mut sizes = Vec::with_capacity(count);
         for _ in 0..count {
@@ -371,7 +378,7 @@ impl FramePacket {
             substreams.push(rest[..size].to_vec());
             rest = &rest[size..];
         }
-        Ok(Self { frame_type, frame_number, qp_index, prompt_offset, noise_seed, substreams })
+        Ok(Self { frame_type, frame_number, qp_index, prompt_offset, noise_seed, diffusion_mask, substreams })
     }
 
     pub fn to_unit(&self) -> Vec<u8> {
@@ -453,6 +460,7 @@ mod tests {
             qp_index: 2,
             prompt_offset: Some(-3),
             noise_seed: 77_777,
+            diffusion_mask: false,
             substreams: vec![vec![1, 2, 3], vec![], vec![9; 200]],
         };
         let mut au = header().to_unit();
@@ -462,8 +470,10 @@ mod tests {
         assert_eq!(parsed.frame, f);
         for prompt_offset in PROMPT_OFFSETS.map(Some).chain([None]) {
             for qp_index in [0, 1, MAX_RATE_POINTS - 1] {
-                let g = FramePacket { qp_index, prompt_offset, ..f.clone() };
-                assert_eq!(FramePacket::from_payload(g.frame_type, &g.to_payload()).unwrap(), g);
+                for diffusion_mask in [false, true] {
+                    let g = FramePacket { qp_index, prompt_offset, diffusion_mask, ..f.clone() };
+                    assert_eq!(FramePacket::from_payload(g.frame_type, &g.to_payload()).unwrap(), g);
+                }
             }
         }
     }
@@ -478,7 +488,10 @@ mod tests {
         }
         let v1_frame = [0x85, 0x01, 3, 7, 1, 2, 0xAB, 0xCD];
         let f = FramePacket::from_payload(FrameType::Inter, &v1_frame).unwrap();
-        assert_eq!((f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed), (133, 3, Some(0), 7));
+        assert_eq!(
+            (f.frame_number, f.qp_index, f.prompt_offset, f.noise_seed, f.diffusion_mask),
+            (133, 3, Some(0), 7, false)
+        );
         assert_eq!(f.substreams, vec![vec![0xAB, 0xCD]]);
     }
 
@@ -490,6 +503,7 @@ mod tests {
             qp_index: 0,
             prompt_offset: Some(1),
             noise_seed: 5,
+            diffusion_mask: true,
             substreams: vec![vec![0xAA; 40], vec![0x55; 3]],
         };
         let unit = f.to_unit();

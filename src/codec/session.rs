@@ -496,7 +496,9 @@ impl EncoderSession {
                 let choice = search.choose(m, &self.header, &chosen, &reconstruction, frame, restarted)?;
                 chosen.packet.prompt_offset = choice.offset;
                 if let Some(mask) = &choice.mask {
-                    chosen.packet.substreams.push(mask.encode());
+                    chosen.packet.diffusion_mask = true;
+                    let bits = mask.encode(&mut chosen.symbols);
+                    chosen.bit_split.push(PartBits { part: "diffusion mask", bits, ..PartBits::default() });
                 }
                 (Some(choice.picture), choice.mask)
             }
@@ -563,15 +565,18 @@ impl EncoderSession {
             qp_index,
             prompt_offset: Some(0),
             noise_seed: noise_seed_for(self.frame_number),
-            substreams: vec![enc.finish()],
+            diffusion_mask: false,
+            substreams: Vec::new(),
         };
-        Ok(Candidate { packet, latent, code, guide, bit_split })
+        Ok(Candidate { packet, symbols: enc, latent, code, guide, bit_split })
     }
 }
 
 /// One way of coding the current frame, not yet committed to the session.
 struct Candidate {
+    /// The frame's header fields; its sub-stream is `symbols`, finished by `access_unit`.
     packet: FramePacket,
+    symbols: RansEncoder,
     latent: Tensor,
     code: Tensor,
     guide: DiffusionGuide,
@@ -582,7 +587,8 @@ impl Candidate {
     /// The access unit: the sequence header (before I-frames) and the frame unit.
     fn access_unit(&self, header: &SequenceHeader) -> Vec<u8> {
         let mut data = if self.packet.frame_type == FrameType::Intra { header.to_unit() } else { Vec::new() };
-        data.extend(self.packet.to_unit());
+        let substreams = vec![self.symbols.clone().finish()];
+        data.extend(FramePacket { substreams, ..self.packet.clone() }.to_unit());
         data
     }
 
@@ -991,33 +997,24 @@ impl DecoderSession {
                 self.model.config.codec.num_qps
             );
         }
-        let mask = match packet.substreams.len() {
-            1 => None,
-            2 => {
-                ensure!(
-                    packet.prompt_offset.is_some(),
-                    "frame {} carries a diffusion mask but is shown without diffusion",
-                    packet.frame_number
-                );
-                let (rows, cols) = DiffusionMask::grid(header.coded_height, header.coded_width);
-                let mask = DiffusionMask::decode(&packet.substreams[1], rows, cols)
-                    .with_context(|| format!("frame {}", packet.frame_number))?;
-                Some(mask)
-            }
-            n => bail!("frame {} has {n} sub-streams, expected 1 (or 2 with a diffusion mask)", packet.frame_number),
-        };
+        ensure!(
+            packet.substreams.len() == 1,
+            "frame {} has {} sub-streams, expected 1",
+            packet.frame_number,
+            packet.substreams.len()
+        );
+        ensure!(
+            !packet.diffusion_mask || packet.prompt_offset.is_some(),
+            "frame {} carries a diffusion mask but is shown without diffusion",
+            packet.frame_number
+        );
         if packet.frame_type == FrameType::Inter && self.reference.is_none() {
             return Err(MissingReference.into());
         }
-        tch::no_grad(|| self.decode_inner(&header, &packet, mask))
+        tch::no_grad(|| self.decode_inner(&header, &packet))
     }
 
-    fn decode_inner(
-        &mut self,
-        header: &SequenceHeader,
-        packet: &FramePacket,
-        mask: Option<DiffusionMask>,
-    ) -> Result<DecodedFrame> {
+    fn decode_inner(&mut self, header: &SequenceHeader, packet: &FramePacket) -> Result<DecodedFrame> {
         let m = &*self.model;
         let (ch, cw) = (header.coded_height as i64, header.coded_width as i64);
         let code_hw = (ch / 16, cw / 16);
@@ -1036,6 +1033,8 @@ impl DecoderSession {
             let (latent, code) = fc.contextual(&mut coder, qp, code_hw, reference, &ctx, None)?;
             (latent, code, DiffusionGuide { c0: Some(ctx.c0), motion: Some(flow8_hat) })
         };
+        let (rows, cols) = DiffusionMask::grid(header.coded_height, header.coded_width);
+        let mask = packet.diffusion_mask.then(|| DiffusionMask::decode(&mut dec, rows, cols));
         // The unit's CRC held, so the bytes are the encoder's: it computed other entropy
         // parameters than this decoder. The decoding path is CPU-independent (`PortableConv`),
         // so that takes another libtorch build or device, or a bug.

@@ -753,11 +753,13 @@ fn prompt_search_signals_no_diffusion_where_the_denoiser_hurts() {
     }
 }
 
-/// `au` with its frame's sub-streams replaced.
-fn with_substreams(au: &[u8], substreams: Vec<Vec<u8>>) -> Vec<u8> {
+/// `au` with its frame header changed by `change`.
+fn with_frame(au: &[u8], change: impl FnOnce(&mut bitstream::FramePacket)) -> Vec<u8> {
     let parsed = bitstream::parse_access_unit(au).unwrap();
     let mut data = parsed.sequence_header.map(|h| h.to_unit()).unwrap_or_default();
-    data.extend(bitstream::FramePacket { substreams, ..parsed.frame }.to_unit());
+    let mut frame = parsed.frame;
+    change(&mut frame);
+    data.extend(frame.to_unit());
     data
 }
 
@@ -774,26 +776,24 @@ fn diffusion_masks_show_the_encoders_picture_and_never_carry_over() {
         assert!(e.display.as_ref().unwrap().equal(&d.picture), "frame {i}: the decoder shows another picture");
         assert_eq!(d.mask, e.diffusion_mask, "frame {i}");
         let packet = bitstream::parse_access_unit(&e.data).unwrap().frame;
-        assert_eq!(packet.substreams.len(), 1 + e.diffusion_mask.is_some() as usize, "frame {i}");
+        assert_eq!(packet.diffusion_mask, e.diffusion_mask.is_some(), "frame {i}");
+        let mask_bits = e.bit_split.iter().filter(|p| p.part == "diffusion mask").map(|p| p.bits).sum::<f64>();
+        assert_eq!(mask_bits > 0.0, e.diffusion_mask.is_some(), "frame {i}");
     }
     // Carphone at QP 0 (session 38): the own prompt, diffusion in 77–93 % of the blocks.
     let partial = |e: &EncodedFrame| e.diffusion_mask.as_ref().is_some_and(|m| m.share() > 0.0 && m.share() < 1.0);
     assert!(partial(&encoded[1]), "frame 1 has no partial mask; the test no longer covers masks");
-    // Without frame 1's mask the decoder shows D(z⁰) there, from the same z⁰, and every later
-    // frame decodes as before: the TDIR buffer holds the unmasked predictions.
-    let first = |au: &Vec<u8>| bitstream::parse_access_unit(au).unwrap().frame.substreams[0].clone();
-    let mut unmasked_stream = stream.clone();
-    unmasked_stream[1] = with_substreams(&stream[1], vec![first(&stream[1])]);
+    // The same search without masks signals the same prompts: the decoder samples the same
+    // z⁰ in every frame and shows D(z⁰) where the masked stream had a mask: the TDIR buffer
+    // holds the unmasked predictions, so no mask carries over.
+    let p = EncoderParams { prompt_search: Some(0), diffusion_mask: false, ..p };
+    let unmasked_stream: Vec<Vec<u8>> = encode_frames(&model, &frames, &p).into_iter().map(|e| e.data).collect();
     let mut dec = DecoderSession::new(model.clone());
     let unmasked: Vec<DecodedFrame> = unmasked_stream.iter().map(|au| dec.decode(au).unwrap()).collect();
     let z0 = |f: &DecodedFrame| f.diffused_latent.as_ref().unwrap().shallow_clone();
-    assert!(unmasked[1].mask.is_none() && !unmasked[1].picture.equal(&decoded[1].picture));
-    assert!(z0(&unmasked[1]).equal(&z0(&decoded[1])));
-    for i in [0, 2, 3] {
-        assert!(
-            unmasked[i].picture.equal(&decoded[i].picture) && z0(&unmasked[i]).equal(&z0(&decoded[i])),
-            "frame {i}"
-        );
+    for (i, (e, (u, d))) in encoded.iter().zip(unmasked.iter().zip(&decoded)).enumerate() {
+        assert!(z0(u).equal(&z0(d)) && u.mask.is_none(), "frame {i}");
+        assert_eq!(u.picture.equal(&d.picture), e.diffusion_mask.is_none(), "frame {i}");
     }
     // Malformed masks are refused with clear errors.
     let refused = |au: Vec<u8>| {
@@ -801,23 +801,25 @@ fn diffusion_masks_show_the_encoders_picture_and_never_carry_over() {
         dec.decode(&stream[0]).unwrap();
         format!("{:#}", dec.decode(&au).unwrap_err())
     };
-    let mask = bitstream::parse_access_unit(&stream[1]).unwrap().frame.substreams[1].clone();
     let err = refused(with_prompt_offset(&stream[1], None));
     assert!(err.contains("carries a diffusion mask but is shown without diffusion"), "{err}");
-    let other_grid = super::mask::DiffusionMask::new(2, 2, vec![true, false, false, true]).encode();
-    let err = refused(with_substreams(&stream[1], vec![first(&stream[1]), other_grid]));
-    assert!(err.contains("frame 1") && err.contains("diffusion mask sub-stream damaged"), "{err}");
-    let err = refused(with_substreams(&stream[1], vec![first(&stream[1]), mask.clone(), mask]));
-    assert!(err.contains("3 sub-streams"), "{err}");
+    for au in [
+        with_frame(&stream[1], |f| f.diffusion_mask = false),
+        with_frame(&unmasked_stream[1], |f| f.diffusion_mask = true),
+    ] {
+        let err = refused(au);
+        assert!(err.contains("frame 1 payload does not match its symbols"), "{err}");
+    }
+    let err = refused(with_frame(&stream[1], |f| f.substreams.push(vec![0; 4])));
+    assert!(err.contains("2 sub-streams"), "{err}");
     // A stream without masks written as format version 3 decodes as before.
-    let plain: Vec<Vec<u8>> = stream.iter().map(|au| with_substreams(au, vec![first(au)])).collect();
-    let mut as_v3 = plain.clone();
-    let parsed = bitstream::parse_access_unit(&plain[0]).unwrap();
+    let mut as_v3 = unmasked_stream.clone();
+    let parsed = bitstream::parse_access_unit(&as_v3[0]).unwrap();
     let mut header = parsed.sequence_header.unwrap().to_payload();
     header[4] = 3;
     as_v3[0] = Vec::new();
     bitstream::write_unit(&mut as_v3[0], bitstream::UnitType::SequenceHeader, &header);
     as_v3[0].extend(parsed.frame.to_unit());
-    let (v3, v4) = (decode_with(&model, &as_v3, 4, 2), decode_with(&model, &plain, 4, 2));
+    let (v3, v4) = (decode_with(&model, &as_v3, 4, 2), decode_with(&model, &unmasked_stream, 4, 2));
     assert!(v3.iter().zip(&v4).all(|(a, b)| a.equal(b)));
 }

@@ -25,7 +25,7 @@ enum Event {
     Bits { value: u32, nbits: u32 },
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RansEncoder {
     events: Vec<Event>,
 }
