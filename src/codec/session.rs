@@ -496,6 +496,9 @@ impl EncoderSession {
                 let choice = search.choose(m, &self.header, &chosen, &reconstruction, frame, restarted)?;
                 chosen.packet.prompt_offset = choice.offset;
                 if let Some(mask) = &choice.mask {
+                    // The display size's blocks are the coded size's: both round up alike.
+                    let grid = DiffusionMask::grid(self.header.coded_height, self.header.coded_width);
+                    debug_assert_eq!((mask.rows(), mask.cols()), grid);
                     chosen.packet.diffusion_mask = true;
                     let bits = mask.encode(&mut chosen.symbols);
                     chosen.bit_split.push(PartBits { part: "diffusion mask", bits, ..PartBits::default() });

@@ -822,4 +822,15 @@ fn diffusion_masks_show_the_encoders_picture_and_never_carry_over() {
     as_v3[0].extend(parsed.frame.to_unit());
     let (v3, v4) = (decode_with(&model, &as_v3, 4, 2), decode_with(&model, &unmasked_stream, 4, 2));
     assert!(v3.iter().zip(&v4).all(|(a, b)| a.equal(b)));
+    // An odd size: the encoder chooses on the 170×100 display, the decoder reads the 176×112
+    // coded picture's 4×6 blocks.
+    let odd = frames.narrow(0, 0, 3).narrow(2, 0, 100).narrow(3, 0, 170);
+    let p = EncoderParams { diffusion_mask: true, ..params(170, 100, 4, 2) };
+    let encoded = encode_frames(&model, &odd, &p);
+    let decoded = decode_with(&model, &encoded.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), 4, 2);
+    assert!(encoded.iter().any(|e| e.diffusion_mask.is_some()), "no odd-size frame has a mask");
+    for (i, (e, d)) in encoded.iter().zip(&decoded).enumerate() {
+        assert!(e.display.as_ref().unwrap().equal(d), "odd size, frame {i}");
+        assert!(e.diffusion_mask.as_ref().is_none_or(|m| (m.rows(), m.cols()) == (4, 6)), "odd size, frame {i}");
+    }
 }
