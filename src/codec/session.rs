@@ -790,14 +790,8 @@ impl PromptSearch {
         }
         // With masks every track is measured by distance maps, D(ŷ)'s once per frame.
         let plain_map = self.mask.then(|| self.lpips.distance_map(reconstruction, &source));
-        let measure = |lpips: &Lpips, z0: Option<Tensor>| match (z0, &plain_map) {
-            (None, Some(plain)) => (plain.mean(Kind::Float).double_value(&[]), None),
-            (None, None) => (lpips.distance(reconstruction, &source).double_value(&[0]), None),
-            (Some(z0), plain) => {
-                let sampled = Sampled::new(m, header, lpips, &chosen.latent, z0, &source, plain.as_ref());
-                (sampled.distance, Some(sampled))
-            }
-        };
+        let sample =
+            |lpips: &Lpips, z0: Tensor| Sampled::new(m, header, lpips, &chosen.latent, z0, &source, plain_map.as_ref());
         let mut sampled = Vec::with_capacity(self.tracks.len());
         for track in &mut self.tracks {
             let prompt_qp = track.offset.map(|o| qp + o as i64);
@@ -808,8 +802,12 @@ impl PromptSearch {
                 continue;
             }
             let rendered = track.renderer.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
-            let (distance, track_sampled) = measure(&self.lpips, rendered.map(|(z0, _)| z0));
-            track.distance += distance;
+            let track_sampled = rendered.map(|(z0, _)| sample(&self.lpips, z0));
+            track.distance += match (&track_sampled, &plain_map) {
+                (Some(sampled), _) => sampled.distance(&self.lpips, &source),
+                (None, Some(plain)) => plain.mean(Kind::Float).double_value(&[]),
+                (None, None) => self.lpips.distance(reconstruction, &source).double_value(&[0]),
+            };
             sampled.push(track_sampled);
         }
         let score = |t: &PromptTrack| t.previous_gop + t.distance;
@@ -823,7 +821,7 @@ impl PromptSearch {
         } else {
             let prompt_qp = offset.map(|o| qp + o as i64);
             let rendered = self.decoder.render(m, packet, &chosen.latent, &chosen.guide, prompt_qp, &settings);
-            measure(&self.lpips, rendered.map(|(z0, _)| z0)).1
+            rendered.map(|(z0, _)| sample(&self.lpips, z0))
         };
         for track in &mut self.tracks {
             track.in_step &= track.offset == offset;
@@ -832,7 +830,7 @@ impl PromptSearch {
             return Ok(PromptChoice { offset, mask: None, picture: reconstruction.shallow_clone() });
         };
         // A mask over every block is no mask.
-        Ok(match shown.mask.filter(|mask| !mask.is_full()) {
+        Ok(match shown.masked.map(|(mask, _)| mask).filter(|mask| !mask.is_full()) {
             Some(mask) => {
                 let picture = crop_display(&diffused_picture(m, &chosen.latent, &shown.z0, Some(&mask)), header);
                 PromptChoice { offset, mask: Some(mask), picture }
@@ -856,10 +854,9 @@ struct Sampled {
     z0: Tensor,
     /// D(z⁰) at the display size.
     picture: Tensor,
-    /// With masks: the blocks where D(z⁰) is closer to the source than D(ŷ).
-    mask: Option<DiffusionMask>,
-    /// LPIPS to the source; with a mask, estimated from the two distance maps.
-    distance: f64,
+    /// With masks: the blocks where D(z⁰) is closer to the source than D(ŷ), and the masked
+    /// picture's LPIPS to the source estimated from the two distance maps.
+    masked: Option<(DiffusionMask, f64)>,
 }
 
 impl Sampled {
@@ -874,16 +871,22 @@ impl Sampled {
         plain_map: Option<&Tensor>,
     ) -> Self {
         let picture = crop_display(&diffused_picture(m, latent, &z0, None), header);
-        let (mask, distance) = match plain_map {
-            Some(plain) => {
-                let map = lpips.distance_map(&picture, source);
-                let mask = DiffusionMask::from_distance_maps(&map, plain);
-                let distance = mask.masked_distance(&map, plain);
-                (Some(mask), distance)
-            }
-            None => (None, lpips.distance(&picture, source).double_value(&[0])),
-        };
-        Self { z0, picture, mask, distance }
+        let masked = plain_map.map(|plain| {
+            let map = lpips.distance_map(&picture, source);
+            let mask = DiffusionMask::from_distance_maps(&map, plain);
+            let distance = mask.masked_distance(&map, plain);
+            (mask, distance)
+        });
+        Self { z0, picture, masked }
+    }
+
+    /// LPIPS to the source: with a mask, the estimate; without, measured (only the tracks'
+    /// scores need it, not the decoder's own sampling).
+    fn distance(&self, lpips: &Lpips, source: &Tensor) -> f64 {
+        match &self.masked {
+            Some((_, distance)) => *distance,
+            None => lpips.distance(&self.picture, source).double_value(&[0]),
+        }
     }
 }
 

@@ -614,10 +614,7 @@ fn hyper_latents_of_a_padded_code_grid_stay_cheap() {
 
 /// `au` with its frame's prompt offset replaced.
 fn with_prompt_offset(au: &[u8], offset: Option<i8>) -> Vec<u8> {
-    let parsed = bitstream::parse_access_unit(au).unwrap();
-    let mut data = parsed.sequence_header.map(|h| h.to_unit()).unwrap_or_default();
-    data.extend(bitstream::FramePacket { prompt_offset: offset, ..parsed.frame }.to_unit());
-    data
+    with_frame(au, |f| f.prompt_offset = offset)
 }
 
 #[test]
